@@ -1,0 +1,23 @@
+"""Registry of the classifiers to explain.
+
+An entry is a factory ``f(attribute: str) -> nn.Module`` whose module maps images in
+[0, 1] to one logit per image for that attribute. Datasets name their default
+classifier per attribute (`Dataset.classifiers`).
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from cfbench.errors import CfbenchError
+from cfbench.registry import Registry
+
+CLASSIFIERS = Registry("classifier", "cfbench.classifiers")
+
+
+def load_classifier(name: str, attribute: str) -> nn.Module:
+    """The classifier network ``name`` for ``attribute``, in eval mode."""
+    factory = CLASSIFIERS.get(name)
+    supported = getattr(factory, "attributes", None)
+    if supported is not None and attribute not in supported:
+        raise CfbenchError(f"classifier {name!r} does not predict {attribute!r} (it predicts {', '.join(supported)}).")
+    return factory(attribute).eval()

@@ -1,0 +1,145 @@
+"""The `cfbench` command line: run, list, leaderboard.
+
+Every error a user can cause ends in one line on stderr and a non-zero exit code.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from cfbench.errors import CfbenchError
+
+KINDS = ("methods", "datasets", "metrics", "classifiers")
+
+
+def load_plugin_modules() -> None:
+    """Import the modules named in ``CFBENCH_PLUGINS`` (comma-separated), so a script
+    can register plugins with the decorators without being packaged."""
+    for name in filter(None, os.environ.get("CFBENCH_PLUGINS", "").split(",")):
+        try:
+            importlib.import_module(name.strip())
+        except ImportError as e:
+            raise CfbenchError(f"CFBENCH_PLUGINS: cannot import {name.strip()!r} ({e}).") from None
+
+
+def one_line_errors(command):
+    """Turn user errors and interrupts into one line and an exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            load_plugin_modules()
+            return command(*args, **kwargs)
+        except CfbenchError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished samples are saved; re-run the same command to resume.", err=True)
+            sys.exit(130)
+        except OSError as e:
+            click.echo(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+@click.group()
+@click.version_option(package_name="cfbench")
+def main() -> None:
+    """cfbench: run visual counterfactual explanation methods under one harness."""
+
+
+def _registry(kind: str):
+    if kind == "methods":
+        from cfbench.methods import METHODS as registry
+    elif kind == "datasets":
+        from cfbench.datasets import DATASETS as registry
+    elif kind == "metrics":
+        from cfbench.metrics import METRICS as registry
+    else:
+        from cfbench.classifiers import CLASSIFIERS as registry
+    return registry
+
+
+@main.command("list")
+@click.argument("kind", required=False, type=click.Choice(KINDS))
+@one_line_errors
+def list_command(kind: str | None) -> None:
+    """List plugins: name, description, paper, white-box or black-box."""
+    for current in [kind] if kind else KINDS:
+        registry = _registry(current)
+        click.echo(f"{current}:")
+        for name in registry.names():
+            meta = registry.describe(name)
+            extras = [meta[k] for k in ("paper", "access") if meta.get(k)]
+            suffix = f"  [{'; '.join(extras)}]" if extras else ""
+            click.echo(f"  {name:<14} {meta.get('description', '')}{suffix}")
+
+
+def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
+    overrides = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CfbenchError(f"--set {item}: write it as key=value.")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+@main.command()
+@click.option("--method", required=True, help="method plugin, see `cfbench list methods`")
+@click.option("--dataset", default="synthfaces", show_default=True, help="dataset plugin")
+@click.option("--attr", required=True, help="attribute to flip: a query (smile, age) or an attribute name")
+@click.option("--classifier", default=None, help="classifier to explain (default: the dataset's for --attr)")
+@click.option("--n", "n", default=100, show_default=True, type=int, help="first N images of the evaluation split")
+@click.option("--batch-size", default=8, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--profile", default=None, help="method profile (e.g. quick or paper)")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a method hyperparameter")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="run directory (default: under --runs)")
+@click.option("--runs", "runs_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+@click.option("--protocol", default=None, help="evaluation protocol (default: cfbench-v1)")
+@click.option("--leaderboards", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True,
+              help="where to refresh the leaderboards after the run")  # fmt: skip
+@click.option("--no-progress", is_flag=True, help="hide the progress bar")
+@one_line_errors
+def run(method, dataset, attr, classifier, n, batch_size, seed, device, profile, sets, out, runs_root, protocol,
+        leaderboards, no_progress) -> None:  # fmt: skip
+    """Generate counterfactuals, compute the metrics and record the run (resumable)."""
+    from cfbench.leaderboard import build_leaderboards
+    from cfbench.metrics.protocol import DEFAULT_PROTOCOL
+    from cfbench.runner import Run, RunSpec
+
+    spec = RunSpec(
+        method=method, dataset=dataset, attr=attr, classifier=classifier, n=n, batch_size=batch_size, seed=seed,
+        device=device, overrides=_parse_sets(sets), out=out, protocol=protocol or DEFAULT_PROTOCOL,
+        profile=profile, runs_root=runs_root, progress=not no_progress,
+    )  # fmt: skip
+    job = Run(spec)
+    metrics = job.execute()
+    click.echo(f"run {job.run_id}: {job.record.path}")
+    for name, result in metrics.items():
+        ci = f" [{result['ci'][0]:.4g}, {result['ci'][1]:.4g}]" if result["ci"] else ""
+        click.echo(f"  {name:<8} {result['value']:.4g}{ci}  (n={result['n']})")
+    if out is None or out.is_relative_to(runs_root):
+        build_leaderboards(runs_root, leaderboards)
+
+
+@main.command()
+@click.option("--runs", "runs_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True)
+@click.option("--reference", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="folder of the papers' tables (default: the packaged copy)")  # fmt: skip
+@one_line_errors
+def leaderboard(runs_root: Path, out: Path, reference: Path | None) -> None:
+    """Regenerate leaderboards/<dataset>_<attr>.csv and .md from the runs and the papers."""
+    from cfbench.leaderboard import build_leaderboards
+
+    for path in build_leaderboards(runs_root, out, reference):
+        click.echo(str(path))

@@ -1,0 +1,41 @@
+"""Dataset plugins (`--dataset`) and resolution of `--attr`."""
+from __future__ import annotations
+
+import difflib
+
+from cfbench.datasets.base import Dataset, Sample, Split
+from cfbench.errors import CfbenchError
+from cfbench.registry import Registry
+
+DATASETS = Registry("dataset", "cfbench.datasets")
+DATASETS.lazy(
+    "synthfaces",
+    "cfbench.datasets.synthfaces:SynthFaces",
+    description="Embedded procedural faces, 128 px, CelebA-named attributes, planted correlations",
+    paper="cfbench (embedded world)",
+)
+DATASETS.lazy(
+    "synthfaces64",
+    "cfbench.datasets.synthfaces:SynthFaces64",
+    description="The synthfaces world at 64 px, for fast tests",
+    paper="cfbench (embedded world)",
+)
+
+
+def get_dataset(name: str) -> Dataset:
+    return DATASETS.get(name)()
+
+
+def resolve_attribute(dataset: Dataset, attr: str) -> str:
+    """The attribute name behind ``--attr`` (a query alias such as ``smile`` or a name)."""
+    if attr in dataset.queries:
+        return dataset.queries[attr]
+    if attr in dataset.attributes:
+        return attr
+    choices = [*dataset.queries, *dataset.attributes]
+    close = difflib.get_close_matches(attr, choices, n=3, cutoff=0.5)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise CfbenchError(f"Unknown attribute {attr!r} for dataset {dataset.name!r}.{hint} Known: {', '.join(choices)}.")
+
+
+__all__ = ["DATASETS", "Dataset", "Sample", "Split", "get_dataset", "resolve_attribute"]

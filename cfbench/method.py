@@ -1,0 +1,111 @@
+"""The Method contract: a config dataclass of paper hyperparameters and `explain`.
+
+A method gets a batch of images in [0, 1], the target label of each, and a classifier
+handle of the kind it declared (`access`): white-box (differentiable) or black-box
+(query-only). It returns `Counterfactuals`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from cfbench.handles import ClassifierHandle
+from cfbench.errors import CfbenchError
+
+Access = Literal["white-box", "black-box"]
+COUNTERS = ("diffusion_evals", "classifier_queries", "classifier_gradients")
+
+
+def hparam(default: Any, section: str, help: str = "") -> Any:
+    """A config field with its paper default and the paper section it comes from."""
+    kwargs = {"default_factory": lambda: list(default)} if isinstance(default, list) else {"default": default}
+    return field(metadata={"section": section, "help": help}, **kwargs)
+
+
+@dataclass
+class MethodConfig:
+    """Base of every method's hyperparameters; subclasses declare fields with `hparam`."""
+
+    def replace(self, overrides: dict[str, str]) -> "MethodConfig":
+        """A copy with ``--set key=value`` strings parsed to each field's type."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        values = {}
+        for key, text in overrides.items():
+            if key not in fields:
+                known = ", ".join(fields) or "none"
+                raise CfbenchError(f"--set {key}: {type(self).__name__} has no such key (keys: {known}).")
+            values[key] = _parse(key, text, getattr(self, key))
+        return dataclasses.replace(self, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _parse(key: str, text: str, current: Any) -> Any:
+    kind = type(current)
+    try:
+        if kind is bool:
+            lowered = text.lower()
+            if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return lowered in ("true", "1", "yes")
+        if kind in (list, tuple):
+            item = type(current[0]) if current else str
+            return kind(item(v) for v in text.split(",") if v != "")
+        return kind(text)
+    except ValueError:
+        raise CfbenchError(f"--set {key}={text}: expected a {kind.__name__}, like {current!r}.") from None
+
+
+@dataclass
+class Counterfactuals:
+    """What `Method.explain` returns for a batch of N images.
+
+    ``images`` are in [0, 1] with the input's shape; ``success`` is the method's own
+    view (the harness re-decides success on the saved image); optional ``masks``
+    (N, 1, H, W), ``attributions`` (N, 1, H, W) and ``directions`` (N, D);
+    ``counters`` maps each name of `COUNTERS` to an (N,) integer tensor.
+    """
+
+    images: torch.Tensor
+    success: torch.Tensor
+    masks: torch.Tensor | None = None
+    attributions: torch.Tensor | None = None
+    directions: torch.Tensor | None = None
+    counters: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Method:
+    """Base class of method plugins.
+
+    Subclasses set ``Config``, ``access`` and ``paper``, may give per-dataset
+    config overrides in ``dataset_configs`` and named ``profiles`` (``quick`` /
+    ``paper``), and implement `explain`.
+    """
+
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    access: ClassVar[Access] = "white-box"
+    paper: ClassVar[str] = ""
+    dataset_configs: ClassVar[dict[str, dict[str, Any]]] = {}
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {"paper": {}}
+    default_profile: ClassVar[str] = "paper"
+
+    def __init__(self, config: MethodConfig, device: torch.device | str = "cpu"):
+        self.config = config
+        self.device = torch.device(device)
+
+    @classmethod
+    def resolve_config(cls, dataset: str, profile: str | None, overrides: dict[str, str]) -> MethodConfig:
+        """Paper defaults, then the dataset's config, then the profile, then ``--set``."""
+        profile = profile or cls.default_profile
+        if profile not in cls.profiles:
+            raise CfbenchError(f"--profile {profile}: unknown; this method has {', '.join(cls.profiles)}.")
+        base = dataclasses.replace(cls.Config(), **cls.dataset_configs.get(dataset, {}))
+        base = dataclasses.replace(base, **cls.profiles[profile])
+        return base.replace(overrides)
+
+    def explain(self, images: torch.Tensor, targets: torch.Tensor, classifier: ClassifierHandle) -> Counterfactuals:
+        raise NotImplementedError

@@ -1,0 +1,124 @@
+"""The run record: one directory per run, written per batch so nothing finished is lost.
+
+Layout::
+
+    run.json              identity (what defines the run), resolved config, environment
+    samples.csv           one row per finished sample
+    originals/<id>.png    the inputs as the metrics see them (lossless, rounded to 8 bit)
+    counterfactuals/<id>.png
+    masks/<id>.png        where the method returns masks
+    attributions/<id>.npy, directions/<id>.npy   where the method returns them
+    grid.png              originals / counterfactuals / |difference| / mask
+    metrics.json          metric name -> value, 95% CI, n, network
+"""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from cfbench.errors import CfbenchError
+from cfbench.files import atomic_write_bytes, atomic_write_text
+
+IMAGE_DIRS = ("originals", "counterfactuals", "masks")
+
+
+def quantize(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] floats to uint8 by rounding (not truncation), (N, C, H, W)."""
+    return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+def png_bytes(image: torch.Tensor) -> bytes:
+    """Lossless PNG of one uint8 image (C, H, W)."""
+    array = image.permute(1, 2, 0).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(array[..., 0] if array.shape[2] == 1 else array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def read_png(path: Path) -> torch.Tensor:
+    """A saved PNG as a float tensor in [0, 1], (C, H, W)."""
+    array = np.asarray(Image.open(path))
+    if array.ndim == 2:
+        array = array[..., None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255
+
+
+class RunRecord:
+    """Reads and writes one run directory."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @property
+    def info_path(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def table_path(self) -> Path:
+        return self.path / "samples.csv"
+
+    def read_info(self) -> dict[str, Any] | None:
+        if not self.info_path.exists():
+            return None
+        return json.loads(self.info_path.read_text())
+
+    def open(self, identity: dict[str, Any], info: dict[str, Any]) -> None:
+        """Create the directory, or check that an existing one holds the same run."""
+        existing = self.read_info() if self.path.is_dir() else None
+        if existing is not None and existing.get("identity") != identity:
+            old = existing.get("identity", {})
+            keys = sorted(k for k in {*old, *identity} if old.get(k) != identity.get(k))
+            raise CfbenchError(
+                f"{self.path} holds a run with a different {', '.join(keys)}; "
+                "use another --out (or delete that directory) to start a new run."
+            )
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            for name in (*IMAGE_DIRS, "attributions", "directions"):
+                (self.path / name).mkdir(exist_ok=True)
+            self.write_info({**(existing or {}), **info, "identity": identity})
+        except OSError as e:
+            raise CfbenchError(f"cannot write the run directory {self.path}: {e.strerror}; choose another --out.") from None
+
+    def write_info(self, info: dict[str, Any]) -> None:
+        atomic_write_text(self.info_path, json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
+
+    def read_table(self) -> pd.DataFrame:
+        if not self.table_path.exists():
+            return pd.DataFrame()
+        return pd.read_csv(self.table_path, dtype={"id": str})
+
+    def append_rows(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        """Add finished samples; the whole table is replaced atomically."""
+        table = pd.concat([self.read_table(), pd.DataFrame(rows)], ignore_index=True)
+        table = table.drop_duplicates("index", keep="last").sort_values("index").reset_index(drop=True)
+        atomic_write_text(self.table_path, table.to_csv(index=False))
+        return table
+
+    def save_image(self, folder: str, sample_id: str, image: torch.Tensor) -> None:
+        atomic_write_bytes(self.path / folder / f"{sample_id}.png", png_bytes(image))
+
+    def save_array(self, folder: str, sample_id: str, array: torch.Tensor) -> None:
+        buffer = io.BytesIO()
+        np.save(buffer, array.detach().float().cpu().numpy())
+        atomic_write_bytes(self.path / folder / f"{sample_id}.npy", buffer.getvalue())
+
+    def load_image(self, folder: str, sample_id: str) -> torch.Tensor:
+        return read_png(self.path / folder / f"{sample_id}.png")
+
+    def has_image(self, folder: str, sample_id: str) -> bool:
+        return (self.path / folder / f"{sample_id}.png").exists()
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        atomic_write_text(self.path / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+    def read_metrics(self) -> dict[str, Any] | None:
+        path = self.path / "metrics.json"
+        return json.loads(path.read_text()) if path.exists() else None

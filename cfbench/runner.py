@@ -1,0 +1,239 @@
+"""`cfbench run`: generate counterfactuals for the first N evaluation images, record
+them batch by batch, then compute the protocol's metrics.
+
+The target of each image is the opposite of the classifier's prediction (binary
+attributes, DiME §4). Success is decided on the saved 8-bit image.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from cfbench.classifiers import load_classifier
+from cfbench.datasets import get_dataset, resolve_attribute
+from cfbench.environment import describe_environment
+from cfbench.errors import CfbenchError
+from cfbench.files import atomic_write_bytes, exclusive_lock
+from cfbench.handles import make_handle
+from cfbench.method import COUNTERS, Counterfactuals, Method
+from cfbench.metrics import METRICS
+from cfbench.metrics.base import EvalData
+from cfbench.metrics.protocol import DEFAULT_PROTOCOL, protocol_metrics
+from cfbench.methods import METHODS
+from cfbench.record import RunRecord, png_bytes, quantize
+from cfbench.visualize import comparison_grid
+
+GRID_SAMPLES = 8
+
+
+@dataclass
+class RunSpec:
+    """Everything `cfbench run` takes."""
+
+    method: str
+    dataset: str
+    attr: str
+    classifier: str | None = None
+    n: int = 100
+    batch_size: int = 8
+    seed: int = 0
+    device: str = "auto"
+    overrides: dict[str, str] = field(default_factory=dict)
+    out: Path | None = None
+    protocol: str = DEFAULT_PROTOCOL
+    profile: str | None = None
+    runs_root: Path = Path("runs")
+    progress: bool = True
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise CfbenchError(f"--device {name}: use auto, cpu or cuda.")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CfbenchError("--device cuda: no CUDA device is available; use --device cpu.")
+    return torch.device(name)
+
+
+class Run:
+    """One resolved run: validated inputs, its record, and the loop that fills it."""
+
+    def __init__(self, spec: RunSpec):
+        self.spec = spec
+        if spec.n < 1 or spec.batch_size < 1:
+            raise CfbenchError("--n and --batch-size must be positive.")
+        self.method_cls: type[Method] = METHODS.get(spec.method)
+        self.dataset = get_dataset(spec.dataset)
+        self.attribute = resolve_attribute(self.dataset, spec.attr)
+        self.split = self.dataset.split(self.dataset.eval_split)
+        if spec.n > len(self.split):
+            raise CfbenchError(
+                f"--n {spec.n} is larger than the {self.dataset.eval_split} split of {spec.dataset} "
+                f"({len(self.split)} images); use --n {len(self.split)} or less."
+            )
+        self.attr_key = next((q for q, a in self.dataset.queries.items() if a == self.attribute), self.attribute)
+        self.classifier_name = spec.classifier or self.dataset.classifiers.get(self.attribute)
+        if self.classifier_name is None:
+            raise CfbenchError(f"{spec.dataset} has no default classifier for {self.attribute}; pass --classifier.")
+        self.metric_names = protocol_metrics(spec.protocol)
+        self.profile = spec.profile or self.method_cls.default_profile
+        self.config = self.method_cls.resolve_config(spec.dataset, self.profile, spec.overrides)
+        self.device = pick_device(spec.device)
+        self.identity = {
+            "method": spec.method,
+            "dataset": spec.dataset,
+            "attribute": self.attribute,
+            "classifier": self.classifier_name,
+            "seed": spec.seed,
+            "profile": self.profile,
+            "config": self.config.to_dict(),
+        }
+        self.record = RunRecord(spec.out or spec.runs_root / f"{spec.dataset}_{self.attr_key}" / self.default_name())
+
+    def default_name(self) -> str:
+        digest = hashlib.sha256(json.dumps(self.identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        return f"{self.spec.method}-{self.profile}-s{self.spec.seed}-{digest}"
+
+    @property
+    def run_id(self) -> str:
+        return self.record.path.name
+
+    # -- the loop -------------------------------------------------------------------
+    def execute(self) -> dict[str, Any]:
+        """Generate what is missing, then compute and write the metrics."""
+        self.record.open(
+            self.identity,
+            {
+                "run_id": self.run_id,
+                "attr": self.attr_key,
+                "protocol": self.spec.protocol,
+                "access": self.method_cls.access,
+                "paper": self.method_cls.paper,
+                "environment": describe_environment(self.device, self.spec.seed),
+            },
+        )
+        with exclusive_lock(self.record.path / ".lock", wait=False, what=f"run directory {self.record.path}"):
+            network = load_classifier(self.classifier_name, self.attribute).to(self.device)
+            method = self.method_cls(self.config, self.device)
+            table = self.record.read_table()
+            done = set(table["index"]) if len(table) else set()
+            todo = [i for i in range(self.spec.n) if i not in done]
+            bar = tqdm(
+                total=self.spec.n,
+                initial=self.spec.n - len(todo),
+                unit="img",
+                desc=f"{self.spec.method} on {self.spec.dataset}/{self.attribute}",
+                disable=not self.spec.progress,
+            )
+            with bar:
+                for start in range(0, len(todo), self.spec.batch_size):
+                    chunk = todo[start : start + self.spec.batch_size]
+                    self.record.append_rows(self._explain_batch(method, network, chunk))
+                    bar.update(len(chunk))
+            table = self.record.read_table()
+            table = table[table["index"] < self.spec.n].reset_index(drop=True)
+            metrics = self._metrics(table, network)
+            self.record.write_metrics(metrics)
+            self._write_grid(table)
+            self.record.write_info({**self.record.read_info(), "n": self.spec.n, "finished": time.time()})
+        return metrics
+
+    def _explain_batch(self, method: Method, network: torch.nn.Module, indices: list[int]) -> list[dict[str, Any]]:
+        ids, images, labels = self.split.batch(indices)
+        originals = quantize(images)
+        x = originals.float().div(255).to(self.device)
+        with torch.no_grad():
+            logits = network(x).reshape(-1).cpu()
+        preds = (logits > 0).long()
+        targets = 1 - preds
+        handle = make_handle(self.method_cls.access, network, len(indices))
+        torch.manual_seed(self.spec.seed * 1_000_003 + indices[0])
+        began = time.perf_counter()
+        result = method.explain(x, targets.to(self.device), handle)
+        elapsed = (time.perf_counter() - began) / len(indices)
+        self._check(result, x, ids)
+        counterfactuals = quantize(result.images)
+        with torch.no_grad():
+            cf_logits = network(counterfactuals.float().div(255).to(self.device)).reshape(-1).cpu()
+        cf_preds = (cf_logits > 0).long()
+        attribute_index = self.dataset.attributes.index(self.attribute)
+        counters = {name: result.counters.get(name, torch.zeros(len(ids), dtype=torch.long)) for name in COUNTERS}
+        rows = []
+        for k, (index, sample_id) in enumerate(zip(indices, ids)):
+            self.record.save_image("originals", sample_id, originals[k])
+            self.record.save_image("counterfactuals", sample_id, counterfactuals[k])
+            if result.masks is not None:
+                self.record.save_image("masks", sample_id, quantize(result.masks[k : k + 1])[0])
+            if result.attributions is not None:
+                self.record.save_array("attributions", sample_id, result.attributions[k])
+            if result.directions is not None:
+                self.record.save_array("directions", sample_id, result.directions[k])
+            rows.append(
+                {
+                    "index": index,
+                    "id": sample_id,
+                    "label": int(labels[k, attribute_index]),
+                    "logit": float(logits[k]),
+                    "pred": int(preds[k]),
+                    "target": int(targets[k]),
+                    "cf_logit": float(cf_logits[k]),
+                    "cf_pred": int(cf_preds[k]),
+                    "success": bool(cf_preds[k] == targets[k]),
+                    "method_success": bool(result.success[k]),
+                    **{name: int(counters[name][k]) for name in COUNTERS},
+                    "seconds": elapsed,
+                }
+            )
+        return rows
+
+    @staticmethod
+    def _check(result: Counterfactuals, x: torch.Tensor, ids: list[str]) -> None:
+        if not isinstance(result, Counterfactuals) or result.images.shape != x.shape:
+            raise CfbenchError(f"the method returned counterfactuals of the wrong shape for samples {ids[0]}…")
+        bad = ~torch.isfinite(result.images).flatten(1).all(dim=1)
+        if bad.any():
+            names = [ids[i] for i in bad.nonzero().flatten().tolist()]
+            raise CfbenchError(
+                f"the method produced NaN/inf for {', '.join(names)}; earlier samples are saved, "
+                "check the method's settings (--set) before resuming."
+            )
+
+    # -- evaluation -------------------------------------------------------------------
+    def _load_pairs(self, table: pd.DataFrame, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = table["id"].iloc[rows]
+        originals = torch.stack([self.record.load_image("originals", i) for i in ids])
+        counterfactuals = torch.stack([self.record.load_image("counterfactuals", i) for i in ids])
+        return originals, counterfactuals
+
+    def _metrics(self, table: pd.DataFrame, network: torch.nn.Module) -> dict[str, Any]:
+        data = EvalData(
+            table=table,
+            load=lambda rows: self._load_pairs(table, rows),
+            classifier=network,
+            device=self.device,
+            batch_size=self.spec.batch_size,
+        )
+        results = {}
+        for name in self.metric_names:
+            metric = METRICS.get(name)()
+            results[name] = {**metric.compute(data).to_dict(), "higher_is_better": metric.higher_is_better}
+        return results
+
+    def _write_grid(self, table: pd.DataFrame) -> None:
+        rows = list(range(min(GRID_SAMPLES, len(table))))
+        originals, counterfactuals = self._load_pairs(table, rows)
+        ids = table["id"].iloc[rows]
+        masks = None
+        if all(self.record.has_image("masks", i) for i in ids):
+            masks = torch.stack([self.record.load_image("masks", i) for i in ids])
+        grid = comparison_grid(originals, counterfactuals, masks)
+        atomic_write_bytes(self.record.path / "grid.png", png_bytes(grid))

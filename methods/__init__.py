@@ -1,0 +1,28 @@
+"""Method plugins (`--method`), imported as ``cfbench.methods``.
+
+In-tree methods are listed here lazily (``module:Class`` plus listing metadata) so that
+``cfbench list methods`` imports nothing heavy; each module registers its class with
+``@METHODS.register(name)``. Third-party packages use the entry-point group
+``cfbench.methods``.
+"""
+from cfbench.method import Counterfactuals, Method, MethodConfig, hparam
+from cfbench.registry import Registry
+
+METHODS = Registry("method", "cfbench.methods")
+
+METHODS.lazy(
+    "identity",
+    "cfbench.methods.identity:Identity",
+    description="Returns the input unchanged: the FR≈0 floor of every leaderboard",
+    paper="baseline",
+    access="black-box",
+)
+METHODS.lazy(
+    "pgd",
+    "cfbench.methods.pgd:PGD",
+    description="Targeted projected gradient attack in pixel space: the adversarial example VCEs are contrasted with",
+    paper="Madry et al., ICLR 2018",
+    access="white-box",
+)
+
+__all__ = ["METHODS", "Counterfactuals", "Method", "MethodConfig", "hparam"]

@@ -1,0 +1,35 @@
+"""Lp distances between input and counterfactual, LDCE App. E eqs. 16-17:
+L_p = mean_i ||x_i^F - x_i^CF||_p over all C·H·W entries, on [0, 1] pixels."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pandas as pd
+import torch
+
+from cfbench.metrics import METRICS
+from cfbench.metrics.base import SampleMetric
+
+
+class LpDistance(SampleMetric):
+    p: ClassVar[int] = 1
+    higher_is_better = False
+
+    def values(self, originals: torch.Tensor, counterfactuals: torch.Tensor, rows: pd.DataFrame) -> torch.Tensor:
+        return (originals.double() - counterfactuals.double()).flatten(1).norm(p=self.p, dim=1)
+
+
+@METRICS.register("l1")
+class L1(LpDistance):
+    """Mean L1 distance between input and counterfactual, [0,1] pixels"""
+
+    name = "l1"
+    p = 1
+
+
+@METRICS.register("l2")
+class L2(LpDistance):
+    """Mean L2 distance between input and counterfactual, [0,1] pixels"""
+
+    name = "l2"
+    p = 2

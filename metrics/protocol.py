@@ -1,0 +1,17 @@
+"""Evaluation protocols: the named set of metrics a run computes (`--protocol`).
+
+The full written protocol (which images, subsets, networks and seeds each metric
+uses) lives in PROTOCOL.md; the name recorded in every run says which one applied.
+"""
+from cfbench.errors import CfbenchError
+
+PROTOCOLS: dict[str, tuple[str, ...]] = {
+    "cfbench-v1": ("fr", "l1", "l2"),
+}
+DEFAULT_PROTOCOL = "cfbench-v1"
+
+
+def protocol_metrics(name: str) -> tuple[str, ...]:
+    if name not in PROTOCOLS:
+        raise CfbenchError(f"Unknown protocol {name!r}. Known: {', '.join(PROTOCOLS)}.")
+    return PROTOCOLS[name]

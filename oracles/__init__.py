@@ -1,0 +1,2 @@
+"""Networks the metrics need (attribute oracles, face-identity encoders, self-supervised
+encoders, FID feature extractors), imported as ``cfbench.oracles``."""
