@@ -12,6 +12,18 @@ from cfbench.errors import CfbenchError
 from cfbench.registry import Registry
 
 CLASSIFIERS = Registry("classifier", "cfbench.classifiers")
+CLASSIFIERS.lazy(
+    "synthfaces-densenet",
+    "cfbench.zoo:synthfaces_densenet",
+    description="synthfaces DenseNet-BC (k=12), one logit per attribute, trained by cfbench zoo",
+    paper="cfbench zoo (stands in for the DiME/ACE CelebA DenseNet-121)",
+)
+CLASSIFIERS.lazy(
+    "synthfaces-shortcut-smile",
+    "cfbench.zoo:synthfaces_shortcut_smile",
+    description="synthfaces Smiling classifier trained where Rosy_Cheeks always co-occurs (planted shortcut)",
+    paper="cfbench zoo",
+)
 
 
 def load_classifier(name: str, attribute: str) -> nn.Module:

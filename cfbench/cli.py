@@ -143,3 +143,44 @@ def leaderboard(runs_root: Path, out: Path, reference: Path | None) -> None:
 
     for path in build_leaderboards(runs_root, out, reference):
         click.echo(str(path))
+
+
+@main.group()
+def zoo() -> None:
+    """The synthfaces model zoo: classifiers to explain and evaluation stand-ins."""
+
+
+@zoo.command("list")
+@one_line_errors
+def zoo_list() -> None:
+    """List the zoo models and whether their weights are present."""
+    from cfbench.zoo import ZOO
+    from cfbench.zoo.weights import WEIGHTS_DIR
+
+    for name, entry in ZOO.items():
+        present = "trained" if (WEIGHTS_DIR / f"{name}.safetensors").exists() else "not trained"
+        click.echo(f"  {name:<26} {entry.kind:<10} {present}")
+
+
+@zoo.command("train")
+@click.argument("name")
+@click.option("--steps", type=int, default=None, help="optimiser steps (default: the recipe's)")
+@click.option("--train-size", type=int, default=None, help="rendered training images (default: the recipe's)")
+@click.option("--eval-size", type=int, default=2000, show_default=True, help="fresh test images for the card")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="folder for the weights (default: the package's)")
+@one_line_errors
+def zoo_train(name: str, steps: int | None, train_size: int | None, eval_size: int, seed: int, device: str,
+              out: Path | None) -> None:  # fmt: skip
+    """Train one zoo model, measure it, and write weights + model card."""
+    from cfbench.errors import CfbenchError
+    from cfbench.runner import pick_device
+    from cfbench.zoo import ZOO
+    from cfbench.zoo.train import train
+    from cfbench.zoo.weights import WEIGHTS_DIR
+
+    if name not in ZOO:
+        raise CfbenchError(f"Unknown zoo model {name!r}. Known: {', '.join(ZOO)}.")
+    record = train(name, pick_device(device), steps, train_size, seed, out or WEIGHTS_DIR, eval_size)
+    click.echo(f"{name}: {record['measured']}")

@@ -1,0 +1,104 @@
+"""The `synthfaces` model zoo: the classifiers to explain and the stand-ins for the
+papers' evaluation networks, trained here by `cfbench zoo train <name>`.
+
+| name | stands in for | used by |
+|---|---|---|
+| synthfaces-densenet | the DiME/ACE CelebA DenseNet-121 | classifier to explain (every attribute) |
+| synthfaces-shortcut-smile | — (a classifier with a planted shortcut) | "did the explanation find the cheeks?" |
+| synthfaces-oracle | the VGGFace2-based CelebA attribute oracle | MNAC, CD; its pooled features serve FID |
+| synthfaces-identity | VGGFace2 ResNet-50 | FVA, FS |
+| synthfaces-simsiam | SimSiam ResNet-50 | S³ |
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from cfbench.datasets.synthfaces.spec import ATTRIBUTES, INDEX
+from cfbench.zoo import networks
+from cfbench.zoo.weights import WEIGHTS_DIR, load_weights, read_card
+
+ATTRIBUTE_COUNT = len(ATTRIBUTES)
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """A trainable zoo entry: architecture, training recipe, and how it is used."""
+
+    name: str
+    kind: str  # classifier | shortcut | oracle | identity | simsiam
+    description: str
+    architecture: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    image_size: int = 128
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    train_size: int = 60_000
+    per_identity: int = 1
+
+    def build(self) -> nn.Module:
+        return getattr(networks, self.architecture)(**self.arguments)
+
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.build().parameters())
+
+    def load(self) -> nn.Module:
+        """The trained network in eval mode (fp32)."""
+        return load_weights(self.build(), WEIGHTS_DIR / f"{self.name}.safetensors", self.name).eval()
+
+    def card(self) -> dict[str, Any]:
+        return read_card(self.name)
+
+
+ZOO: dict[str, ZooModel] = {
+    model.name: model
+    for model in (
+        ZooModel(
+            "synthfaces-densenet", "classifier",
+            "Multi-attribute classifier to explain (one logit per synthfaces attribute), the analogue of the "
+            "DiME/ACE CelebA DenseNet-121 that returns the query attribute's logit.",
+            "AttributeDenseNet", {"num_attributes": ATTRIBUTE_COUNT},
+        ),
+        ZooModel(
+            "synthfaces-shortcut-smile", "shortcut",
+            "Smiling classifier trained where Smiling and Rosy_Cheeks always co-occur, so it may decide on the "
+            "cheeks: the ground truth for 'did the explanation reveal what the classifier uses?'.",
+            "AttributeDenseNet", {"num_attributes": 1},
+        ),
+        ZooModel(
+            "synthfaces-oracle", "oracle",
+            "Attribute oracle for MNAC and CD (stand-in for the VGGFace2-based CelebA oracle); its 512-d pooled "
+            "features are the synthfaces FID feature network.",
+            "ResNetEncoder", {"out_dim": ATTRIBUTE_COUNT},
+        ),
+        ZooModel(
+            "synthfaces-identity", "identity",
+            "Face-identity encoder for FVA and FS (stand-in for VGGFace2 ResNet-50), trained with the supervised "
+            "contrastive loss over identities rendered under different attributes.",
+            "ResNetEncoder", {"out_dim": 128}, per_identity=4, batch_size=256,
+        ),
+        ZooModel(
+            "synthfaces-simsiam", "simsiam",
+            "Self-supervised encoder for S³ (stand-in for SimSiam ResNet-50), trained with the SimSiam objective.",
+            "SimSiam", {}, lr=1e-3, batch_size=256,
+        ),
+    )  # fmt: skip
+}
+
+
+def synthfaces_densenet(attribute: str) -> nn.Module:
+    """The classifier to explain for one attribute: the multi-attribute DenseNet's logit."""
+    return networks.BinaryHead(ZOO["synthfaces-densenet"].load(), INDEX[attribute])
+
+
+def synthfaces_shortcut_smile(attribute: str) -> nn.Module:
+    """The Smiling classifier with the Rosy_Cheeks shortcut."""
+    return networks.BinaryHead(ZOO["synthfaces-shortcut-smile"].load(), 0)
+
+
+synthfaces_densenet.attributes = ATTRIBUTES
+synthfaces_shortcut_smile.attributes = ("Smiling",)

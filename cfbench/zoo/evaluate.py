@@ -1,0 +1,90 @@
+"""Measured figures of the zoo models on freshly rendered `synthfaces` samples.
+
+The same functions write the model cards and back the tests. Fresh samples are
+taken from the test split at indices the runs' first-N evaluation never reaches
+(`FRESH_START` onward).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cfbench.datasets.synthfaces import spec
+from cfbench.zoo.data import RenderedSet, render_set
+
+FRESH_START = 50_000
+
+
+def fresh_indices(n: int, offset: int = 0) -> np.ndarray:
+    return np.arange(FRESH_START + offset, FRESH_START + offset + n)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: RenderedSet, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    model.eval()
+    outputs = []
+    for start in range(0, len(data.images), batch_size):
+        rows = torch.arange(start, min(start + batch_size, len(data.images)))
+        outputs.append(model(data.floats(rows).to(device)).float().cpu())
+    return torch.cat(outputs)
+
+
+def attribute_accuracy(model: nn.Module, data: RenderedSet, device: torch.device) -> dict[str, float]:
+    """Per-attribute accuracy (%) of a multi-attribute network."""
+    correct = (predict(model, data, device) > 0).float() == data.labels
+    return {name: float(correct[:, i].float().mean() * 100) for i, name in enumerate(spec.ATTRIBUTES)}
+
+
+def binary_accuracy(model: nn.Module, data: RenderedSet, attribute: str, device: torch.device) -> float:
+    logits = predict(model, data, device).reshape(-1)
+    return float(((logits > 0).float() == data.labels[:, spec.INDEX[attribute]]).float().mean() * 100)
+
+
+def intervention_flip_rate(
+    model: nn.Module, image_size: int, attribute: str, n: int, device: torch.device, workers: int | None = None
+) -> float:
+    """% of images whose decision changes when only ``attribute`` is toggled (0 vs 1),
+    identity and nuisance held fixed."""
+    indices = fresh_indices(n)
+    off = render_set(image_size, "test", indices, {attribute: 0}, workers)
+    on = render_set(image_size, "test", indices, {attribute: 1}, workers)
+    flips = (predict(model, off, device).reshape(-1) > 0) != (predict(model, on, device).reshape(-1) > 0)
+    return float(flips.float().mean() * 100)
+
+
+def identity_verification(
+    model: nn.Module, data: RenderedSet, device: torch.device, threshold: float = 0.5
+) -> dict[str, float]:
+    """% of same-identity pairs (renders with different attributes) above the cosine
+    threshold, and % of different-identity pairs above it (FVA's rule, DiME §4.1)."""
+    z = F.normalize(predict(model, data, device), dim=1)
+    cos = z @ z.T
+    same = data.identities[:, None] == data.identities[None, :]
+    upper = torch.triu(torch.ones_like(same), diagonal=1)
+    differs = (data.labels[:, None, :] != data.labels[None, :, :]).any(-1)
+    genuine = cos[same & upper & differs]
+    impostor = cos[~same & upper]
+    return {
+        "same_identity_pairs": int(genuine.numel()),
+        "same_identity_above": float((genuine > threshold).float().mean() * 100),
+        "different_identity_pairs": int(impostor.numel()),
+        "different_identity_above": float((impostor > threshold).float().mean() * 100),
+    }
+
+
+def view_agreement(model: nn.Module, data: RenderedSet, device: torch.device) -> dict[str, float]:
+    """Mean cosine of the SimSiam projector output between two augmented views of the
+    same image, and between different images."""
+    from cfbench.zoo.augment import simsiam_view
+
+    generator_state = torch.get_rng_state()
+    torch.manual_seed(0)
+    views = [RenderedSet((simsiam_view(data.images.float() / 255) * 255).round().byte(), data.labels, data.identities)
+             for _ in range(2)]  # fmt: skip
+    torch.set_rng_state(generator_state)
+    z1, z2 = (F.normalize(predict(model, v, device), dim=1) for v in views)
+    same = (z1 * z2).sum(1)
+    other = (z1 * z2.roll(1, dims=0)).sum(1)
+    return {"same_image_cosine": float(same.mean()), "different_image_cosine": float(other.mean())}

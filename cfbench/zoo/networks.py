@@ -1,0 +1,94 @@
+"""Architectures of the `synthfaces` model zoo.
+
+Every network takes images in [0, 1], (N, 3, H, W), normalises them itself
+((x - 0.5) / 0.5, as the DiME/ACE CelebA classifiers expect [-1, 1]) and resizes
+them bilinearly to the resolution it was trained at, so it serves the 64 px and
+128 px worlds alike.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models import DenseNet, ResNet
+from torchvision.models.resnet import BasicBlock
+
+
+class _Input(nn.Module):
+    def __init__(self, resolution: int):
+        super().__init__()
+        self.resolution = resolution
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
+            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False)
+        return (x - 0.5) / 0.5
+
+
+class AttributeDenseNet(nn.Module):
+    """DenseNet-BC (Huang et al. 2017) with growth rate 12 and the block layout of
+    DenseNet-121 (6, 12, 24, 16): the papers' classifier family at 1.0M instead of
+    7.0M parameters, so that it trains and runs on a laptop CPU. One logit per
+    attribute."""
+
+    def __init__(self, num_attributes: int, resolution: int = 128):
+        super().__init__()
+        self.input = _Input(resolution)
+        self.net = DenseNet(growth_rate=12, block_config=(6, 12, 24, 16), num_init_features=24, num_classes=num_attributes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.input(x))
+
+
+class ResNetEncoder(nn.Module):
+    """ResNet-10 (He et al. 2016; BasicBlock, one block per stage) giving 512-d
+    pooled features, with a linear head of ``out_dim`` (0 for features only)."""
+
+    def __init__(self, out_dim: int = 0, resolution: int = 128):
+        super().__init__()
+        self.input = _Input(resolution)
+        trunk = ResNet(BasicBlock, [1, 1, 1, 1])
+        trunk.fc = nn.Identity()
+        self.trunk = trunk
+        self.head = nn.Linear(512, out_dim) if out_dim else nn.Identity()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(self.input(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class SimSiam(nn.Module):
+    """SimSiam (Chen & He, CVPR 2021, §3 and Fig. 1): encoder f = backbone + 3-layer
+    projector, predictor h = 2-layer bottleneck MLP. Dimensions are scaled down from
+    the paper's 2048/512 to 512/128 for the embedded world."""
+
+    def __init__(self, resolution: int = 128, dim: int = 512, pred_dim: int = 128):
+        super().__init__()
+        self.backbone = ResNetEncoder(0, resolution)
+        self.projector = nn.Sequential(
+            nn.Linear(512, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
+            nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
+            nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim, affine=False),
+        )  # fmt: skip
+        self.predictor = nn.Sequential(
+            nn.Linear(dim, pred_dim, bias=False), nn.BatchNorm1d(pred_dim), nn.ReLU(inplace=True),
+            nn.Linear(pred_dim, dim),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The projector output z, the embedding S³ compares (ACE §4.1)."""
+        return self.projector(self.backbone.features(x))
+
+
+class BinaryHead(nn.Module):
+    """One attribute's logit from a multi-attribute network: the classifier to explain."""
+
+    def __init__(self, model: nn.Module, index: int):
+        super().__init__()
+        self.model = model
+        self.index = index
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)[:, self.index]

@@ -1,0 +1,50 @@
+"""Reading and writing zoo weights: ``<name>.safetensors`` (fp16) beside a
+``<name>.json`` (architecture arguments, training record, measured figures) and a
+``<name>.md`` model card, in ``cfbench/zoo/weights/``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from cfbench.errors import CfbenchError
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    state = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).cpu().contiguous()
+             for k, v in model.state_dict().items()}  # fmt: skip
+    save_file(state, str(path))
+
+
+def load_weights(model: nn.Module, path: Path, name: str) -> nn.Module:
+    """Load strictly; a missing or wrong file is one clear error naming it."""
+    if not path.exists():
+        raise CfbenchError(f"zoo weights {name!r} not found at {path}; train them with `cfbench zoo train {name}`.")
+    try:
+        state = load_file(str(path))
+    except (SafetensorsError, OSError) as e:
+        raise CfbenchError(f"{path} is not a readable safetensors file ({e}).") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        key = (missing or unexpected or wrong)[0]
+        what = "missing key" if missing else "unexpected key" if unexpected else "wrongly shaped key"
+        raise CfbenchError(f"{path} does not fit {name!r}: {what} {key!r}.")
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    return model
+
+
+def read_card(name: str, directory: Path = WEIGHTS_DIR) -> dict[str, Any]:
+    path = directory / f"{name}.json"
+    if not path.exists():
+        raise CfbenchError(f"zoo model {name!r} has no record at {path}; train it with `cfbench zoo train {name}`.")
+    return json.loads(path.read_text())
