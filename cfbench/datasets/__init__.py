@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import difflib
+from typing import TYPE_CHECKING
 
-from cfbench.datasets.base import Dataset, Sample, Split
 from cfbench.errors import CfbenchError
 from cfbench.registry import Registry
+
+if TYPE_CHECKING:
+    from cfbench.datasets.base import Dataset, Sample, Split
 
 DATASETS = Registry("dataset", "cfbench.datasets")
 DATASETS.lazy(
@@ -39,3 +42,12 @@ def resolve_attribute(dataset: Dataset, attr: str) -> str:
 
 
 __all__ = ["DATASETS", "Dataset", "Sample", "Split", "get_dataset", "resolve_attribute"]
+
+
+def __getattr__(name: str):
+    """Re-export the dataset contract lazily: `cfbench list` must not import torch."""
+    if name in ("Dataset", "Sample", "Split"):
+        from cfbench.datasets import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

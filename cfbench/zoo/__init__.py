@@ -33,11 +33,11 @@ class ZooModel:
     architecture: str
     arguments: dict[str, Any] = field(default_factory=dict)
     image_size: int = 128
-    steps: int = 3000
-    batch_size: int = 128
+    steps: int = 2000
+    batch_size: int = 256
     lr: float = 2e-3
     weight_decay: float = 0.05
-    train_size: int = 60_000
+    train_size: int = 100_000
     per_identity: int = 1
 
     def build(self) -> nn.Module:
@@ -79,12 +79,12 @@ ZOO: dict[str, ZooModel] = {
             "synthfaces-identity", "identity",
             "Face-identity encoder for FVA and FS (stand-in for VGGFace2 ResNet-50), trained with the supervised "
             "contrastive loss over identities rendered under different attributes.",
-            "ResNetEncoder", {"out_dim": 128}, per_identity=4, batch_size=256,
+            "ResNetEncoder", {"out_dim": 128}, per_identity=4, steps=3000,
         ),
         ZooModel(
             "synthfaces-simsiam", "simsiam",
             "Self-supervised encoder for S³ (stand-in for SimSiam ResNet-50), trained with the SimSiam objective.",
-            "SimSiam", {}, lr=1e-3, batch_size=256,
+            "SimSiam", {}, lr=1e-3, steps=3000,
         ),
     )  # fmt: skip
 }

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from cfbench.datasets.synthfaces import SynthFaces
+from cfbench.datasets.synthfaces.spec import INDEX
 
 
 @dataclass
@@ -27,10 +28,16 @@ class RenderedSet:
 
 
 def _render_chunk(args: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Render one chunk; an override value is 0/1, "flip", or the name of another
+    attribute whose value is copied (``{"Rosy_Cheeks": "Smiling"}``)."""
     image_size, split_name, indices, overrides = args
     split = SynthFaces(image_size=image_size).split(split_name)
-    images, labels, identities = split.render(indices, overrides)
-    return images, labels, identities
+    scenes = split.scenes(indices)
+    if overrides:
+        scenes = [s.with_attributes({k: s.attribute(v) if v in INDEX else v for k, v in overrides.items()}) for s in scenes]
+    images = (split.render_scenes(scenes) * 255).round_().to(torch.uint8).numpy()
+    labels = np.asarray([s.attributes for s in scenes], dtype=np.float32)
+    return images, labels, split.identity_ids(indices)
 
 
 def render_set(

@@ -2,6 +2,7 @@
 measure it on a fresh sample, and write weights, record and model card."""
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -26,18 +27,27 @@ from cfbench.zoo.weights import WEIGHTS_DIR, save_weights
 Loss = Callable[[nn.Module, RenderedSet, torch.Tensor], torch.Tensor]
 
 
-def _sample_rows(data: RenderedSet, batch_size: int, per_identity: int) -> torch.Tensor:
-    """Random rows; with ``per_identity`` > 1, P identities × K renders each."""
-    n = len(data.images)
-    if per_identity <= 1:
-        return torch.randint(0, n, (batch_size,), device=data.images.device)
-    groups = data.identities.unique()
-    chosen = groups[torch.randperm(len(groups), device=groups.device)[: batch_size // per_identity]]
-    rows = []
-    for identity in chosen.tolist():
-        members = (data.identities == identity).nonzero().flatten()
-        rows.append(members[torch.randint(0, len(members), (per_identity,), device=members.device)])
-    return torch.cat(rows)
+class RowSampler:
+    """Random training rows; with ``per_identity`` K > 1, P identities × K renders each
+    (the batch layout of supervised contrastive training)."""
+
+    def __init__(self, identities: torch.Tensor, batch_size: int, per_identity: int):
+        self.n, self.batch_size, self.k = len(identities), batch_size, per_identity
+        self.order = identities.argsort()
+        _, self.counts = identities[self.order].unique_consecutive(return_counts=True)
+        self.starts = self.counts.cumsum(0) - self.counts
+
+    def __call__(self) -> torch.Tensor:
+        device = self.order.device
+        if self.k <= 1:
+            return torch.randint(0, self.n, (self.batch_size,), device=device)
+        groups = torch.randperm(len(self.counts), device=device)[: self.batch_size // self.k]
+        width = int(self.counts.max())
+        keys = torch.rand(len(groups), width, device=device)
+        keys[torch.arange(width, device=device)[None, :] >= self.counts[groups][:, None]] = 2.0  # past the group
+        offsets = keys.argsort(dim=1)[:, : self.k]  # K distinct renders (fewer if the group is smaller)
+        offsets = torch.minimum(offsets, self.counts[groups][:, None] - 1)
+        return self.order[(self.starts[groups][:, None] + offsets).flatten()]
 
 
 def multilabel_loss(columns: list[int]) -> Loss:
@@ -67,10 +77,11 @@ def fit(model: nn.Module, loss: Loss, data: RenderedSet, entry: ZooModel, steps:
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
     )
     history = []
+    sample_rows = RowSampler(data.identities, entry.batch_size, entry.per_identity)
     model.train()
     bar = tqdm(range(steps), desc=f"train {entry.name}", unit="step")
     for step in bar:
-        rows = _sample_rows(data, entry.batch_size, entry.per_identity)
+        rows = sample_rows()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             value = loss(model, data, rows)
         optimizer.zero_grad(set_to_none=True)
@@ -78,7 +89,7 @@ def fit(model: nn.Module, loss: Loss, data: RenderedSet, entry: ZooModel, steps:
         optimizer.step()
         schedule.step()
         if step % 50 == 0 or step == steps - 1:
-            history.append(float(value))
+            history.append(value.item())
             bar.set_postfix(loss=f"{history[-1]:.4f}")
     model.eval()
     return history
@@ -89,6 +100,12 @@ def training_overrides(entry: ZooModel) -> dict | None:
     return {"Rosy_Cheeks": "Smiling"} if entry.kind == "shortcut" else None
 
 
+@functools.lru_cache(maxsize=1)
+def training_set(entry_kind_key: tuple, train_size: int, device: torch.device) -> RenderedSet:
+    image_size, overrides = entry_kind_key
+    return render_set(image_size, "train", np.arange(train_size), dict(overrides) if overrides else None).to(device)
+
+
 def train(name: str, device: torch.device, steps: int | None, train_size: int | None, seed: int,
           out_dir: Path = WEIGHTS_DIR, eval_size: int = 2000) -> dict:  # fmt: skip
     entry = ZOO[name]
@@ -96,7 +113,8 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
     steps = steps or entry.steps
     train_size = train_size or entry.train_size
     began = time.time()
-    data = render_set(entry.image_size, "train", np.arange(train_size), training_overrides(entry)).to(device)
+    overrides = training_overrides(entry)
+    data = training_set((entry.image_size, tuple(sorted((overrides or {}).items()))), train_size, device)
     render_seconds = time.time() - began
     model = entry.build().to(device).to(memory_format=torch.channels_last)
     loss = {
@@ -109,7 +127,6 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
     began = time.time()
     history = fit(model, loss, data, entry, steps, device)
     train_seconds = time.time() - began
-    del data
     measured = measure(name, model, device, eval_size)
     record = {
         "name": name,
@@ -143,7 +160,7 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
 def measure(name: str, model: nn.Module, device: torch.device, n: int) -> dict:
     """The figures a model card states, on ``n`` freshly rendered test images."""
     entry = ZOO[name]
-    data = render_set(entry.image_size, "test", ev.fresh_indices(n))
+    data = render_set(entry.image_size, ev.FRESH_SPLIT, ev.fresh_indices(n))
     if entry.kind in ("classifier", "oracle"):
         return {"eval_images": n, "accuracy": ev.attribute_accuracy(model, data, device)}
     if entry.kind == "shortcut":

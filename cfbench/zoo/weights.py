@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -29,7 +29,7 @@ def load_weights(model: nn.Module, path: Path, name: str) -> nn.Module:
         raise CfbenchError(f"zoo weights {name!r} not found at {path}; train them with `cfbench zoo train {name}`.")
     try:
         state = load_file(str(path))
-    except (SafetensorsError, OSError) as e:
+    except (SafetensorError, OSError) as e:
         raise CfbenchError(f"{path} is not a readable safetensors file ({e}).") from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
