@@ -28,7 +28,7 @@ def test_attribute_names_and_queries():
         assert ds.attributes == ATTRIBUTES
         assert ds.queries == {"smile": "Smiling", "age": "Young"}
         assert all(ds.queries[q] in ds.attributes for q in ds.queries)
-        assert ds.classifiers == {}
+        assert set(ds.classifiers) == set(ATTRIBUTES) and set(ds.classifiers.values()) == {"synthfaces-densenet"}
     assert SynthFaces(image_size=64).name == "synthfaces64"
 
 
