@@ -6,10 +6,13 @@ classifier per attribute (`Dataset.classifiers`).
 """
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from cfbench.errors import CfbenchError
 from cfbench.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import nn
 
 CLASSIFIERS = Registry("classifier", "cfbench.classifiers")
 CLASSIFIERS.lazy(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import os
 import sys
 from pathlib import Path
@@ -163,7 +164,7 @@ def zoo_list() -> None:
 
 
 @zoo.command("train")
-@click.argument("name")
+@click.argument("names", nargs=-1, required=True)
 @click.option("--steps", type=int, default=None, help="optimiser steps (default: the recipe's)")
 @click.option("--train-size", type=int, default=None, help="rendered training images (default: the recipe's)")
 @click.option("--eval-size", type=int, default=2000, show_default=True, help="fresh test images for the card")
@@ -171,16 +172,19 @@ def zoo_list() -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="folder for the weights (default: the package's)")
 @one_line_errors
-def zoo_train(name: str, steps: int | None, train_size: int | None, eval_size: int, seed: int, device: str,
+def zoo_train(names: tuple[str, ...], steps: int | None, train_size: int | None, eval_size: int, seed: int, device: str,
               out: Path | None) -> None:  # fmt: skip
-    """Train one zoo model, measure it, and write weights + model card."""
+    """Train zoo models (in the order given; they share rendered data), measure them,
+    and write weights + model cards."""
     from cfbench.errors import CfbenchError
     from cfbench.runner import pick_device
     from cfbench.zoo import ZOO
     from cfbench.zoo.train import train
     from cfbench.zoo.weights import WEIGHTS_DIR
 
-    if name not in ZOO:
-        raise CfbenchError(f"Unknown zoo model {name!r}. Known: {', '.join(ZOO)}.")
-    record = train(name, pick_device(device), steps, train_size, seed, out or WEIGHTS_DIR, eval_size)
-    click.echo(f"{name}: {record['measured']}")
+    unknown = [name for name in names if name not in ZOO]
+    if unknown:
+        raise CfbenchError(f"Unknown zoo model {unknown[0]!r}. Known: {', '.join(ZOO)}.")
+    for name in names:
+        record = train(name, pick_device(device), steps, train_size, seed, out or WEIGHTS_DIR, eval_size)
+        click.echo(f"{name}: {json.dumps(record['measured'])}")

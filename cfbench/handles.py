@@ -47,9 +47,9 @@ class ClassifierHandle:
         raise NotImplementedError
 
     def predict(self, x: torch.Tensor, samples: torch.Tensor | None = None) -> torch.Tensor:
-        """Predicted labels (0/1), counted as queries."""
+        """Predicted labels (0/1) on the CPU, like the counters, counted as queries."""
         with torch.no_grad():
-            return (self.logits(x.detach(), samples) > 0).long()
+            return (self.logits(x.detach(), samples) > 0).long().cpu()
 
     def counters(self) -> dict[str, torch.Tensor]:
         return {"classifier_queries": self.queries.clone(), "classifier_gradients": self.gradients.clone()}

@@ -56,7 +56,7 @@ def _parse(key: str, text: str, current: Any) -> Any:
             item = type(current[0]) if current else str
             return kind(item(v) for v in text.split(",") if v != "")
         return kind(text)
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: a field whose default (None) gives no type
         raise CfbenchError(f"--set {key}={text}: expected a {kind.__name__}, like {current!r}.") from None
 
 

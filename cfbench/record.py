@@ -67,7 +67,13 @@ class RunRecord:
     def read_info(self) -> dict[str, Any] | None:
         if not self.info_path.exists():
             return None
-        return json.loads(self.info_path.read_text())
+        try:
+            info = json.loads(self.info_path.read_text())
+        except ValueError:
+            info = None
+        if not isinstance(info, dict):
+            raise CfbenchError(f"{self.info_path} is not a cfbench run record; use another --out.")
+        return info
 
     def open(self, identity: dict[str, Any], info: dict[str, Any]) -> None:
         """Create the directory, or check that an existing one holds the same run."""

@@ -5,7 +5,6 @@ In-tree methods are listed here lazily (``module:Class`` plus listing metadata) 
 ``@METHODS.register(name)``. Third-party packages use the entry-point group
 ``cfbench.methods``.
 """
-from cfbench.method import Counterfactuals, Method, MethodConfig, hparam
 from cfbench.registry import Registry
 
 METHODS = Registry("method", "cfbench.methods")
@@ -26,3 +25,12 @@ METHODS.lazy(
 )
 
 __all__ = ["METHODS", "Counterfactuals", "Method", "MethodConfig", "hparam"]
+
+
+def __getattr__(name: str):
+    """Re-export the Method contract lazily: `cfbench list` must not import torch."""
+    if name in ("Counterfactuals", "Method", "MethodConfig", "hparam"):
+        from cfbench import method
+
+        return getattr(method, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

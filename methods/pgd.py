@@ -43,13 +43,17 @@ class PGD(Method):
         if cfg.random_start:
             delta = (torch.rand_like(x0) * 2 - 1) * cfg.epsilon
             delta = self._project(delta)
+        # keep x0 + delta in [0, 1] by projection: clamp() in the forward pass has zero
+        # gradient at 0 and 1, so pixels there (saturated, or pushed out by the random start) never moved
+        delta = (x0 + delta).clamp(0, 1) - x0
         for _ in range(cfg.steps):
             delta.requires_grad_(True)
-            logits = classifier.logits((x0 + delta).clamp(0, 1))
+            logits = classifier.logits(x0 + delta)
             loss = F.binary_cross_entropy_with_logits(logits, y, reduction="sum")
             (grad,) = torch.autograd.grad(loss, delta)
             with torch.no_grad():
                 delta = self._project(delta - cfg.step_size * self._direction(grad))
+                delta = (x0 + delta).clamp(0, 1) - x0
         cf = (x0 + delta.detach()).clamp(0, 1)
         success = classifier.predict(cf) == targets.cpu()
         return Counterfactuals(images=cf, success=success, counters=classifier.counters())

@@ -51,10 +51,11 @@ class MetricResult:
 
 
 class Metric:
-    """Base of metric plugins: ``name``, ``higher_is_better`` and ``needs``
+    """Base of metric plugins: ``name``, ``paper``, ``higher_is_better`` and ``needs``
     (a subset of {"classifier", "oracle", "features", "runs"})."""
 
     name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
     higher_is_better: ClassVar[bool] = True
     needs: ClassVar[frozenset[str]] = frozenset()
 

@@ -24,6 +24,7 @@ class L1(LpDistance):
     """Mean L1 distance between input and counterfactual, [0,1] pixels"""
 
     name = "l1"
+    paper = "LDCE App. E eqs. 16-17"
     p = 1
 
 
@@ -32,4 +33,5 @@ class L2(LpDistance):
     """Mean L2 distance between input and counterfactual, [0,1] pixels"""
 
     name = "l2"
+    paper = "LDCE App. E eqs. 16-17"
     p = 2

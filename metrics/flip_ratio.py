@@ -14,6 +14,7 @@ class FlipRatio(SampleMetric):
     """Flip ratio: % of counterfactuals the classifier assigns to the target"""
 
     name = "fr"
+    paper = "LDCE App. E eq. 12"
     higher_is_better = True
     needs = frozenset({"classifier"})
     scale = 100.0

@@ -52,7 +52,7 @@ def render_set(
     jobs = [(image_size, split_name, indices[i : i + chunk], overrides) for i in range(0, len(indices), chunk)]
     workers = workers or mp.cpu_count()
     if workers > 1 and len(jobs) > 1:
-        with mp.get_context("fork").Pool(workers) as pool:
+        with mp.get_context("spawn").Pool(workers) as pool:
             parts = pool.map(_render_chunk, jobs)
     else:
         parts = [_render_chunk(job) for job in jobs]

@@ -22,7 +22,7 @@ from cfbench.zoo.augment import simsiam_view
 from cfbench.zoo.data import RenderedSet, render_set
 from cfbench.zoo.networks import BinaryHead
 from cfbench.zoo.objectives import simsiam, supervised_contrastive
-from cfbench.zoo.weights import WEIGHTS_DIR, save_weights
+from cfbench.zoo.weights import WEIGHTS_DIR, load_weights, save_weights
 
 Loss = Callable[[nn.Module, RenderedSet, torch.Tensor], torch.Tensor]
 
@@ -127,7 +127,7 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
     began = time.time()
     history = fit(model, loss, data, entry, steps, device)
     train_seconds = time.time() - began
-    measured = measure(name, model, device, eval_size)
+    measured = measure(name, model, device, eval_size, out_dir)
     record = {
         "name": name,
         "kind": entry.kind,
@@ -157,14 +157,17 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
     return record
 
 
-def measure(name: str, model: nn.Module, device: torch.device, n: int) -> dict:
-    """The figures a model card states, on ``n`` freshly rendered test images."""
+def measure(name: str, model: nn.Module, device: torch.device, n: int, weights_dir: Path = WEIGHTS_DIR) -> dict:
+    """The figures a model card states, on ``n`` freshly rendered validation images
+    (the shortcut model is compared with the clean classifier in ``weights_dir``)."""
     entry = ZOO[name]
     data = render_set(entry.image_size, ev.FRESH_SPLIT, ev.fresh_indices(n))
     if entry.kind in ("classifier", "oracle"):
         return {"eval_images": n, "accuracy": ev.attribute_accuracy(model, data, device)}
     if entry.kind == "shortcut":
-        clean = ZOO["synthfaces-densenet"].load().to(device)
+        clean_entry = ZOO["synthfaces-densenet"]
+        clean = load_weights(clean_entry.build(), weights_dir / f"{clean_entry.name}.safetensors", clean_entry.name)
+        clean = clean.eval().to(device)
         return {
             "eval_images": n,
             "accuracy_Smiling": ev.binary_accuracy(model, data, "Smiling", device),
@@ -193,7 +196,7 @@ def model_card(entry: ZooModel, record: dict) -> str:
         f"on {t['device']} ({t['train_seconds']} s, rendering {t['render_seconds']} s).",
         f"- Command: `{record['command']}`",
         "",
-        "## Measured on freshly rendered test images",
+        "## Measured on freshly rendered validation images (people unseen in training)",
         "",
         "```json",
         json.dumps(record["measured"], indent=2),

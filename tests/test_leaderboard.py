@@ -1,0 +1,147 @@
+"""`cfbench leaderboard`: reported rows from the packaged papers' tables beside reproduced
+rows from run records; empty cells for missing metrics; byte-identical and concurrency-safe."""
+from __future__ import annotations
+
+import csv
+import io
+import multiprocessing
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cfbench.leaderboard import build_leaderboards, packaged_reference
+from tests.conftest import PGD_SETS, invoke, snapshot, toy_run
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """A runs root with two finished toy runs (identity, pgd) and one unfinished run."""
+    root = tmp_path_factory.mktemp("lb")
+    common = ("--runs", str(root / "runs"), "--leaderboards", str(root / "boards-by-run"))
+    for args in (toy_run(*common), toy_run(*PGD_SETS, *common, method="pgd")):
+        result = invoke(*args)
+        assert result.exit_code == 0, result.output
+    unfinished = root / "runs" / "toy_bright" / "half-done"
+    unfinished.mkdir()
+    (unfinished / "run.json").write_text("{}")  # no metrics.json: not a leaderboard row
+    return root / "runs"
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_run_refreshes_the_leaderboards(runs):
+    board = rows(runs.parent / "boards-by-run" / "toy_bright.csv")
+    assert [r["method"] for r in board] == ["identity", "pgd"]
+
+
+def test_reproduced_rows_carry_provenance(runs, tmp_path):
+    result = invoke("leaderboard", "--runs", runs, "--out", tmp_path / "boards")
+    assert result.exit_code == 0, result.output
+    assert str(tmp_path / "boards" / "toy_bright.csv") in result.stdout.splitlines()
+    board = rows(tmp_path / "boards" / "toy_bright.csv")
+    assert [r["method"] for r in board] == ["identity", "pgd"]
+    run_ids = sorted(p.name for p in (runs / "toy_bright").iterdir() if (p / "metrics.json").exists())
+    for row in board:
+        assert row["source"] == "reproduced" and row["paper"] == "" and row["table"] == ""
+        assert row["dataset"] == "toy" and row["attr"] == "bright" and row["variant"] == "paper"
+        assert row["run_id"] in run_ids and row["n"] == "8" and row["seed"] == "0"
+        assert row["protocol"] == "cfbench-v1" and row["classifier"] == "toy-bright"
+        for metric in ("fr", "l1", "l2"):
+            assert row[metric] != "" and row[f"{metric}_ci_low"] != "" and row[f"{metric}_ci_high"] != ""
+    assert float(board[0]["fr"]) == 0 and float(board[1]["fr"]) >= 90
+    assert "fid" not in board[0]  # nobody has it for toy: no column
+    md = (tmp_path / "boards" / "toy_bright.md").read_text()
+    assert md.startswith("# toy / bright\n\n| source | paper | table |")
+    assert "| reproduced |" in md and "0 [0, 0]" in md
+
+
+def test_reported_rows_match_the_packaged_tables(runs, tmp_path):
+    build_leaderboards(runs, tmp_path)
+    reference = [r for p in sorted(packaged_reference().glob("*.csv")) for r in rows(p)]
+    assert {p.name for p in packaged_reference().glob("*.csv")} == {"ace.csv", "dime.csv", "gcd.csv", "ldce.csv"}
+    for dataset, attr in {(r["dataset"], r["attr"]) for r in reference}:
+        expected = [r for r in reference if (r["dataset"], r["attr"]) == (dataset, attr)]
+        board = rows(tmp_path / f"{dataset}_{attr}.csv")
+        assert len(board) == len(expected), (dataset, attr)
+        for got, want in zip(board, expected):
+            assert got["source"] == "reported" and got["paper"] == want["paper"] and got["table"] == want["table"]
+            assert (got["method"], got["variant"]) == (want["method"], want["variant"])
+            for metric in ("fid", "fva", "mnac", "fr", "l2", "avg_rank"):
+                if want[metric] == "":
+                    assert got.get(metric, "") == "", (dataset, attr, want["method"], metric)  # never 0
+                else:
+                    assert float(got[metric]) == float(want[metric]), (dataset, attr, want["method"], metric)
+
+
+def test_missing_metrics_are_empty_cells_never_zero(runs, tmp_path):
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    (ref / "toy.csv").write_text(
+        "paper,table,dataset,attr,method,variant,fid,fr,l1,note\n"
+        "toypaper,Table 9,toy,bright,Oracle,,12.5,97.0,,printed '-' for l1\n"
+        "toypaper,Table 9,toy,bright,Zero,,0,0,0,real zeros stay zeros\n"
+    )
+    result = invoke("leaderboard", "--runs", runs, "--out", tmp_path / "boards", "--reference", ref)
+    assert result.exit_code == 0, result.output
+    board = rows(tmp_path / "boards" / "toy_bright.csv")
+    assert [(r["source"], r["method"]) for r in board] == [
+        ("reported", "Oracle"), ("reported", "Zero"), ("reproduced", "identity"), ("reproduced", "pgd"),
+    ]  # fmt: skip
+    oracle, zero, identity, pgd = board
+    assert oracle["l1"] == "" and oracle["l2"] == "" and oracle["fr_ci_low"] == "" and oracle["run_id"] == ""
+    assert oracle["fid"] == "12.5" and oracle["paper"] == "toypaper" and oracle["table"] == "Table 9"
+    assert zero["fid"] == "0" and zero["l1"] == "0" and zero["l2"] == ""
+    for row in (identity, pgd):
+        assert row["fid"] == "" and row["note"] == ""
+    assert identity["l1"] == "0" and identity["fr"] == "0"
+    assert list(board[0])[:9] == ["source", "paper", "table", "dataset", "attr", "method", "variant", "fid", "fr"]
+    md = (tmp_path / "boards" / "toy_bright.md").read_text()
+    assert "| reported | toypaper | Table 9 | toy | bright | Oracle |  | 12.5 | 97 |  |" in md
+
+
+def test_regenerating_gives_byte_identical_files(runs, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    first = invoke("leaderboard", "--runs", runs, "--out", a)
+    second = invoke("leaderboard", "--runs", runs, "--out", b)
+    assert first.exit_code == second.exit_code == 0
+    before = snapshot(a)
+    assert invoke("leaderboard", "--runs", runs, "--out", a).exit_code == 0
+    assert snapshot(a) == before == snapshot(b)
+    assert len([k for k in before if k.endswith(".csv")]) == len([k for k in before if k.endswith(".md")]) > 10
+
+
+def _regenerate(runs: str, out: str, times: int) -> None:
+    for _ in range(times):
+        build_leaderboards(Path(runs), Path(out))
+
+
+def test_concurrent_regeneration_never_leaves_a_corrupt_file(runs, tmp_path):
+    out = tmp_path / "boards"
+    build_leaderboards(runs, tmp_path / "expected")
+    expected = snapshot(tmp_path / "expected")
+    expected_csv = (tmp_path / "expected" / "toy_bright.csv").read_text()
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_regenerate, args=(str(runs), str(out), 15)) for _ in range(2)]
+    for w in workers:
+        w.start()
+    reads = 0
+    deadline = time.monotonic() + 90
+    while any(w.is_alive() for w in workers) and time.monotonic() < deadline:
+        path = out / "toy_bright.csv"
+        if path.exists():
+            text = path.read_text()
+            assert text == expected_csv  # old or new, never half a file
+            assert len(pd.read_csv(io.StringIO(text))) == 2
+            reads += 1
+        time.sleep(0.002)
+    for w in workers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+    assert reads > 0
+    assert snapshot(out) == expected
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # no temporary files left
