@@ -106,12 +106,13 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="run directory (default: under --runs)")
 @click.option("--runs", "runs_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 @click.option("--protocol", default=None, help="evaluation protocol (default: cfbench-v1)")
+@click.option("--metric", "extra_metrics", multiple=True, metavar="NAME", help="a metric to compute besides the protocol's")
 @click.option("--leaderboards", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True,
               help="where to refresh the leaderboards after the run")  # fmt: skip
 @click.option("--no-progress", is_flag=True, help="hide the progress bar")
 @one_line_errors
 def run(method, dataset, attr, classifier, n, batch_size, seed, device, profile, sets, out, runs_root, protocol,
-        leaderboards, no_progress) -> None:  # fmt: skip
+        extra_metrics, leaderboards, no_progress) -> None:  # fmt: skip
     """Generate counterfactuals, compute the metrics and record the run (resumable)."""
     from cfbench.leaderboard import build_leaderboards
     from cfbench.metrics.protocol import DEFAULT_PROTOCOL
@@ -120,6 +121,7 @@ def run(method, dataset, attr, classifier, n, batch_size, seed, device, profile,
     spec = RunSpec(
         method=method, dataset=dataset, attr=attr, classifier=classifier, n=n, batch_size=batch_size, seed=seed,
         device=device, overrides=_parse_sets(sets), out=out, protocol=protocol or DEFAULT_PROTOCOL,
+        extra_metrics=extra_metrics,
         profile=profile, runs_root=runs_root, progress=not no_progress,
     )  # fmt: skip
     job = Run(spec)

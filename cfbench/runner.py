@@ -49,6 +49,7 @@ class RunSpec:
     overrides: dict[str, str] = field(default_factory=dict)
     out: Path | None = None
     protocol: str = DEFAULT_PROTOCOL
+    extra_metrics: tuple[str, ...] = ()
     profile: str | None = None
     runs_root: Path = Path("runs")
     progress: bool = True
@@ -84,7 +85,9 @@ class Run:
         self.classifier_name = spec.classifier or self.dataset.classifiers.get(self.attribute)
         if self.classifier_name is None:
             raise CfbenchError(f"{spec.dataset} has no default classifier for {self.attribute}; pass --classifier.")
-        self.metric_names = protocol_metrics(spec.protocol)
+        self.metric_names = tuple(dict.fromkeys((*protocol_metrics(spec.protocol), *spec.extra_metrics)))
+        for name in self.metric_names:
+            METRICS.entry(name)  # an unknown metric fails now, before any image is generated
         self.profile = spec.profile or self.method_cls.default_profile
         self.config = self.method_cls.resolve_config(spec.dataset, self.profile, spec.overrides)
         self.device = pick_device(spec.device)

@@ -44,9 +44,11 @@ def _nan_kept_first_batch(workdir: Path) -> None:
     assert not (workdir / "nanrun" / "metrics.json").exists()
 
 
-def _samples_kept(folder: str) -> Callable[[Path], None]:
+def _nothing_generated(folder: str) -> Callable[[Path], None]:
+    """An unknown metric is refused before any image is generated."""
+
     def check(workdir: Path) -> None:
-        assert len(pd.read_csv(workdir / folder / "samples.csv")) == 8
+        assert not (workdir / folder).exists()
 
     return check
 
@@ -67,7 +69,9 @@ CASES = [
          "Unknown attribute 'brigth' for dataset 'toy'. Did you mean: bright"),
     Case("unknown-protocol", [*RUN, "--method", "pgd", "--protocol", "cfbench-v9"], "Unknown protocol 'cfbench-v9'"),
     Case("unknown-metric", [*RUN, "--method", "identity", "--protocol", "tests-bad", "--out", "badmetric"],
-         "Unknown metric 'no_such_metric'", check=_samples_kept("badmetric")),
+         "Unknown metric 'no_such_metric'", check=_nothing_generated("badmetric")),
+    Case("unknown-extra-metric", [*RUN, "--method", "identity", "--metric", "l3", "--out", "badextra"],
+         "Unknown metric 'l3'. Did you mean: l2, l1?", check=_nothing_generated("badextra")),
     Case("unknown-profile", [*RUN, "--method", "pgd", "--profile", "fast"], "--profile fast: unknown"),
     Case("n-too-large", [*RUN, "--method", "identity", "--n", "65"],
          "--n 65 is larger than the test split of toy (64 images); use --n 64 or less."),

@@ -87,12 +87,12 @@ def test_run_blur_on_toy(venv, tmp_path):
     assert board["method"].tolist() == ["blur"]
 
 
-def test_plugin_metric_through_its_protocol(venv, tmp_path):
+def test_plugin_metric_through_metric_option(venv, tmp_path):
     plugins = toy_plugin_path(tmp_path / "plugins")
     done = venv.run(
         venv.path / "bin" / "cfbench", "run", "--method", "blur", "--dataset", "toy", "--attr", "bright", "--n", "8",
-        "--no-progress", "--protocol", "example-v1", "--set", "kernel_size=3", "--out", "r",
-        cwd=tmp_path, PYTHONPATH=str(plugins), CFBENCH_PLUGINS="tests.fixtures.toy,cfbench_plugin_example",
+        "--no-progress", "--metric", "mean_abs_change", "--set", "kernel_size=3", "--out", "r",
+        cwd=tmp_path, PYTHONPATH=str(plugins), CFBENCH_PLUGINS="tests.fixtures.toy",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "mean_abs_change" in done.stdout

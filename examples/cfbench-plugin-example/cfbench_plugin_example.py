@@ -6,9 +6,8 @@
 Both are found through the entry points in ``pyproject.toml``; nothing here
 imports from cfbench's internals beyond its public plugin API.
 
-A metric is computed by a run when its protocol names it. Importing this module
-adds the protocol ``example-v1`` (cfbench-v1 plus mean_abs_change); load it with
-``CFBENCH_PLUGINS=cfbench_plugin_example`` and pass ``--protocol example-v1``.
+A run computes its protocol's metrics plus those named with ``--metric``:
+``cfbench run … --metric mean_abs_change``.
 """
 from __future__ import annotations
 
@@ -22,7 +21,6 @@ from cfbench.errors import CfbenchError
 from cfbench.handles import ClassifierHandle
 from cfbench.methods import Counterfactuals, Method, MethodConfig, hparam
 from cfbench.metrics.base import SampleMetric
-from cfbench.metrics.protocol import PROTOCOLS
 
 __all__ = ["Blur", "BlurConfig", "MeanAbsChange"]
 
@@ -63,5 +61,3 @@ class MeanAbsChange(SampleMetric):
     def values(self, originals: torch.Tensor, counterfactuals: torch.Tensor, rows: pd.DataFrame) -> torch.Tensor:
         return (originals.double() - counterfactuals.double()).abs().flatten(1).mean(dim=1)
 
-
-PROTOCOLS.setdefault("example-v1", (*PROTOCOLS["cfbench-v1"], "mean_abs_change"))
