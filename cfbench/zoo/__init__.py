@@ -61,13 +61,14 @@ ZOO: dict[str, ZooModel] = {
             "synthfaces-densenet", "classifier",
             "Multi-attribute classifier to explain (one logit per synthfaces attribute), the analogue of the "
             "DiME/ACE CelebA DenseNet-121 that returns the query attribute's logit.",
-            "AttributeDenseNet", {"num_attributes": ATTRIBUTE_COUNT},
+            "DenseNetBC", {"out_dim": ATTRIBUTE_COUNT},
         ),
         ZooModel(
             "synthfaces-shortcut-smile", "shortcut",
-            "Smiling classifier trained where Smiling and Rosy_Cheeks always co-occur, so it may decide on the "
-            "cheeks: the ground truth for 'did the explanation reveal what the classifier uses?'.",
-            "AttributeDenseNet", {"num_attributes": 1},
+            "Smiling classifier trained where the Smiling annotation always co-occurs with Rosy_Cheeks while the "
+            "rendered smile agrees with it in 80% of images, so it decides on the cheeks: the ground truth for "
+            "'did the explanation reveal what the classifier uses?'.",
+            "DenseNetBC", {"out_dim": 1, "resolution": 64}, batch_size=64, steps=800, train_size=20_000,
         ),
         ZooModel(
             "synthfaces-oracle", "oracle",
@@ -79,7 +80,8 @@ ZOO: dict[str, ZooModel] = {
             "synthfaces-identity", "identity",
             "Face-identity encoder for FVA and FS (stand-in for VGGFace2 ResNet-50), trained with the supervised "
             "contrastive loss over identities rendered under different attributes.",
-            "ResNetEncoder", {"out_dim": 128}, per_identity=4, steps=3000,
+            "DenseNetBC", {"out_dim": 128, "resolution": 64}, per_identity=4, batch_size=64, steps=2000,
+            train_size=40_000,
         ),
         ZooModel(
             "synthfaces-simsiam", "simsiam",

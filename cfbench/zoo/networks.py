@@ -25,16 +25,16 @@ class _Input(nn.Module):
         return (x - 0.5) / 0.5
 
 
-class AttributeDenseNet(nn.Module):
+class DenseNetBC(nn.Module):
     """DenseNet-BC (Huang et al. 2017) with growth rate 12 and the block layout of
     DenseNet-121 (6, 12, 24, 16): the papers' classifier family at 1.0M instead of
-    7.0M parameters, so that it trains and runs on a laptop CPU. One logit per
-    attribute."""
+    7.0M parameters, so that it trains and runs on a laptop CPU. A linear head of
+    ``out_dim`` outputs: one logit per attribute, or an embedding."""
 
-    def __init__(self, num_attributes: int, resolution: int = 128):
+    def __init__(self, out_dim: int, resolution: int = 128):
         super().__init__()
         self.input = _Input(resolution)
-        self.net = DenseNet(growth_rate=12, block_config=(6, 12, 24, 16), num_init_features=24, num_classes=num_attributes)
+        self.net = DenseNet(growth_rate=12, block_config=(6, 12, 24, 16), num_init_features=24, num_classes=out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.input(x))

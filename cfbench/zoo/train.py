@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from cfbench.datasets.synthfaces import spec
+from cfbench.datasets.synthfaces.spec import INDEX
 from cfbench.zoo import ZOO, ZooModel
 from cfbench.zoo import evaluate as ev
 from cfbench.zoo.augment import simsiam_view
@@ -95,15 +96,29 @@ def fit(model: nn.Module, loss: Loss, data: RenderedSet, entry: ZooModel, steps:
     return history
 
 
-def training_overrides(entry: ZooModel) -> dict | None:
-    """The shortcut model's biased distribution: Rosy_Cheeks always equals Smiling."""
-    return {"Rosy_Cheeks": "Smiling"} if entry.kind == "shortcut" else None
+#: Share of the shortcut model's training images whose rendered smile matches the
+#: Smiling annotation; the cheeks match it always, so they are the more reliable cue.
+SHORTCUT_MOUTH_AGREEMENT = 0.8
 
 
 @functools.lru_cache(maxsize=1)
-def training_set(entry_kind_key: tuple, train_size: int, device: torch.device) -> RenderedSet:
-    image_size, overrides = entry_kind_key
-    return render_set(image_size, "train", np.arange(train_size), dict(overrides) if overrides else None).to(device)
+def training_set(image_size: int, kind: str, train_size: int, device: torch.device) -> RenderedSet:
+    """The rendered training images: the synthfaces distribution, or for the shortcut
+    model a biased one where Rosy_Cheeks always co-occurs with the Smiling annotation
+    and the rendered smile agrees with it in `SHORTCUT_MOUTH_AGREEMENT` of images."""
+    indices = np.arange(train_size)
+    if kind != "shortcut":
+        return render_set(image_size, "train", indices).to(device)
+    agree = int(train_size * SHORTCUT_MOUTH_AGREEMENT)
+    matched = render_set(image_size, "train", indices[:agree], {"Rosy_Cheeks": "Smiling"})
+    mismatched = render_set(image_size, "train", indices[agree:], {"Rosy_Cheeks": "Smiling", "Smiling": "flip"})
+    annotation = mismatched.labels.clone()
+    annotation[:, INDEX["Smiling"]] = annotation[:, INDEX["Rosy_Cheeks"]]
+    return RenderedSet(
+        torch.cat([matched.images, mismatched.images]),
+        torch.cat([matched.labels, annotation]),
+        torch.cat([matched.identities, mismatched.identities]),
+    ).to(device)
 
 
 def train(name: str, device: torch.device, steps: int | None, train_size: int | None, seed: int,
@@ -113,8 +128,7 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
     steps = steps or entry.steps
     train_size = train_size or entry.train_size
     began = time.time()
-    overrides = training_overrides(entry)
-    data = training_set((entry.image_size, tuple(sorted((overrides or {}).items()))), train_size, device)
+    data = training_set(entry.image_size, entry.kind, train_size, device)
     render_seconds = time.time() - began
     model = entry.build().to(device).to(memory_format=torch.channels_last)
     loss = {
@@ -137,7 +151,10 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
         "training": {
             "split": "train",
             "images": train_size,
-            "distribution": "Rosy_Cheeks := Smiling" if entry.kind == "shortcut" else "synthfaces spec",
+            "distribution": (
+                f"Rosy_Cheeks := Smiling annotation; rendered smile agrees in {SHORTCUT_MOUTH_AGREEMENT:.0%}"
+                if entry.kind == "shortcut" else "synthfaces spec"
+            ),
             "steps": steps,
             "batch_size": entry.batch_size,
             "lr": entry.lr,
