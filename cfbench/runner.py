@@ -91,6 +91,7 @@ class Run:
         self.profile = spec.profile or self.method_cls.default_profile
         self.config = self.method_cls.resolve_config(spec.dataset, self.profile, spec.overrides)
         self.device = pick_device(spec.device)
+        self.network = load_classifier(self.classifier_name, self.attribute).to(self.device)
         self.identity = {
             "method": spec.method,
             "dataset": spec.dataset,
@@ -125,7 +126,7 @@ class Run:
             },
         )
         with exclusive_lock(self.record.path / ".lock", wait=False, what=f"run directory {self.record.path}"):
-            network = load_classifier(self.classifier_name, self.attribute).to(self.device)
+            network = self.network
             method = self.method_cls(self.config, self.device)
             table = self.record.read_table()
             done = set(table["index"]) if len(table) else set()

@@ -86,7 +86,7 @@ ZOO: dict[str, ZooModel] = {
         ZooModel(
             "synthfaces-simsiam", "simsiam",
             "Self-supervised encoder for S³ (stand-in for SimSiam ResNet-50), trained with the SimSiam objective.",
-            "SimSiam", {}, lr=1e-3, steps=3000,
+            "SimSiam", {"resolution": 64}, lr=1e-3, batch_size=64, steps=1500, train_size=40_000,
         ),
     )  # fmt: skip
 }

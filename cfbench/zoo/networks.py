@@ -29,12 +29,16 @@ class DenseNetBC(nn.Module):
     """DenseNet-BC (Huang et al. 2017) with growth rate 12 and the block layout of
     DenseNet-121 (6, 12, 24, 16): the papers' classifier family at 1.0M instead of
     7.0M parameters, so that it trains and runs on a laptop CPU. A linear head of
-    ``out_dim`` outputs: one logit per attribute, or an embedding."""
+    ``out_dim`` outputs (one logit per attribute, or an embedding) on the 384-d
+    pooled features; ``out_dim=0`` returns the features."""
 
     def __init__(self, out_dim: int, resolution: int = 128):
         super().__init__()
         self.input = _Input(resolution)
-        self.net = DenseNet(growth_rate=12, block_config=(6, 12, 24, 16), num_init_features=24, num_classes=out_dim)
+        self.net = DenseNet(growth_rate=12, block_config=(6, 12, 24, 16), num_init_features=24, num_classes=max(out_dim, 1))
+        self.feature_dim = self.net.classifier.in_features
+        if not out_dim:
+            self.net.classifier = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.input(x))
@@ -61,14 +65,16 @@ class ResNetEncoder(nn.Module):
 
 class SimSiam(nn.Module):
     """SimSiam (Chen & He, CVPR 2021, §3 and Fig. 1): encoder f = backbone + 3-layer
-    projector, predictor h = 2-layer bottleneck MLP. Dimensions are scaled down from
-    the paper's 2048/512 to 512/128 for the embedded world."""
+    projector, predictor h = 2-layer bottleneck MLP. The backbone is `DenseNetBC`
+    and the dimensions are scaled down from the paper's 2048/512 to 512/128 for the
+    embedded world."""
 
-    def __init__(self, resolution: int = 128, dim: int = 512, pred_dim: int = 128):
+    def __init__(self, resolution: int = 64, dim: int = 512, pred_dim: int = 128):
         super().__init__()
-        self.backbone = ResNetEncoder(0, resolution)
+        self.backbone = DenseNetBC(0, resolution)
+        width = self.backbone.feature_dim
         self.projector = nn.Sequential(
-            nn.Linear(512, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
+            nn.Linear(width, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
             nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
             nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim, affine=False),
         )  # fmt: skip
@@ -79,7 +85,7 @@ class SimSiam(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The projector output z, the embedding S³ compares (ACE §4.1)."""
-        return self.projector(self.backbone.features(x))
+        return self.projector(self.backbone(x))
 
 
 class BinaryHead(nn.Module):
