@@ -17,9 +17,9 @@ from cfbench.zoo.networks import BinaryHead
 from cfbench.zoo.weights import WEIGHTS_DIR, load_weights, save_weights
 
 CPU = torch.device("cpu")
-#: The zoo models whose weights ship with the package; the other recipes
-#: (identity, SimSiam) are not trained yet.
-SHIPPED = ("synthfaces-densenet", "synthfaces-shortcut-smile", "synthfaces-oracle")
+#: The zoo models whose weights ship with the package; the
+#: identity encoder does not reach its bar yet and is not shipped.
+SHIPPED = ("synthfaces-densenet", "synthfaces-shortcut-smile", "synthfaces-oracle", "synthfaces-simsiam")
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,11 @@ def test_shortcut_classifier_uses_the_cheeks_and_the_clean_one_does_not():
     clean = load_classifier("synthfaces-densenet", "Smiling")
     assert ev.intervention_flip_rate(shortcut, 128, "Rosy_Cheeks", 256, CPU, workers=2) >= 70.0
     assert ev.intervention_flip_rate(clean, 128, "Rosy_Cheeks", 256, CPU, workers=2) <= 10.0
+
+
+def test_simsiam_views_of_one_image_agree_more_than_different_images(fresh):
+    figures = ev.view_agreement(ZOO["synthfaces-simsiam"].load(), fresh, CPU)
+    assert figures["same_image_cosine"] > figures["different_image_cosine"] + 0.5
 
 
 def test_untrained_zoo_model_is_one_clear_error():
