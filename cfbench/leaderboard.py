@@ -1,6 +1,8 @@
 """`cfbench leaderboard`: a pure function of the run records and the papers' tables.
 
-For every (dataset, attr) it writes ``<dataset>_<attr>.csv`` and a markdown twin:
+Run records are read from the runs folder (``runs/``) and from ``<out>/runs/``, where
+the records behind the repository's published rows live (metadata, tables and grids
+only). For every (dataset, attr) it writes ``<dataset>_<attr>.csv`` and a markdown twin:
 the published rows (``source=reported``, with paper and table) beside the rows of
 finished runs (``source=reproduced``, with run id, n, seed and protocol). Metric
 columns follow the papers' order; a metric a row lacks is an empty cell.
@@ -117,13 +119,14 @@ def build_leaderboards(runs_root: Path, out_dir: Path, reference_dir: Path | Non
     except OSError as e:
         raise CfbenchError(f"cannot write leaderboards to {out_dir}: {e.strerror}.") from None
     reference = reported_rows(reference_dir or packaged_reference())
-    table = pd.concat([reference, reproduced_rows(runs_root)], ignore_index=True)
+    roots = dict.fromkeys(Path(root).resolve() for root in (runs_root, out_dir / "runs"))
+    table = pd.concat([reference, *(reproduced_rows(root) for root in roots)], ignore_index=True)
     table = table.reindex(columns=[*table.columns, *(c for c in (*ROW_KEYS, "run_id") if c not in table.columns)])
     table = table.fillna({k: "" for k in (*ROW_KEYS, "run_id")})
     written = []
     with exclusive_lock(out_dir / ".leaderboard.lock", wait=True, what="leaderboards"):
         for (dataset, attr), group in table.groupby(["dataset", "attr"], sort=True):
-            reproduced = group[group["source"] == "reproduced"].sort_values(["method", "variant", "run_id"])
+            reproduced = group[group["source"] == "reproduced"].sort_values(["method", "variant", "run_id", "n"], kind="stable")
             group = pd.concat([group[group["source"] == "reported"], reproduced]).dropna(axis=1, how="all")
             columns = _columns(group)
             group = group[columns]

@@ -129,7 +129,10 @@ class Run:
             network = self.network
             method = self.method_cls(self.config, self.device)
             table = self.record.read_table()
-            done = set(table["index"]) if len(table) else set()
+            done = {  # a sample is finished when its row and both images are on disk
+                index for index, sample_id in zip(table.get("index", []), table.get("id", []))
+                if self.record.has_image("originals", sample_id) and self.record.has_image("counterfactuals", sample_id)
+            }  # fmt: skip
             todo = [i for i in range(self.spec.n) if i not in done]
             bar = tqdm(
                 total=self.spec.n,

@@ -186,6 +186,27 @@ def test_rerun_resumes_without_recomputing(workdir):
     assert len(pd.read_csv(run_dir / "samples.csv")) == 14  # nothing is lost
 
 
+def test_samples_whose_images_are_gone_are_recomputed(workdir):
+    """A record copied without its images (e.g. a clone of the published records)
+    regenerates exactly the samples whose PNGs are missing and keeps the others."""
+    log = workdir / "calls.txt"
+    env = {"CFBENCH_TEST_CALLS": str(log)}
+    ok(invoke(*toy_run("--batch-size", "4", n=8, method="crashy"), env=env))
+    run_dir = only_run_dir(workdir / "runs")
+    before = snapshot(run_dir / "counterfactuals")
+    for folder in ("originals", "counterfactuals"):
+        for index in (5, 6):
+            (run_dir / folder / f"test-{index:04d}.png").unlink()
+    ok(invoke(*toy_run("--batch-size", "4", n=8, method="crashy"), env=env))
+    assert calls(log) == [4, 4, 2]
+    after = snapshot(run_dir / "counterfactuals")
+    assert set(after) == set(before)
+    assert {k: v for k, v in after.items() if k not in ("test-0005.png", "test-0006.png")} == {
+        k: v for k, v in before.items() if k not in ("test-0005.png", "test-0006.png")
+    }
+    assert pd.read_csv(run_dir / "samples.csv")["index"].tolist() == list(range(8))
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
     """The reference: the same crashy run, never interrupted."""
