@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cfbench.datasets.synthfaces import spec
+from cfbench.zoo.augment import simsiam_view
 from cfbench.zoo.data import RenderedSet, render_set
 
 FRESH_SPLIT = "val"
@@ -77,8 +78,6 @@ def identity_verification(
 def view_agreement(model: nn.Module, data: RenderedSet, device: torch.device) -> dict[str, float]:
     """Mean cosine of the SimSiam projector output between two augmented views of the
     same image, and between different images."""
-    from cfbench.zoo.augment import simsiam_view
-
     generator_state = torch.get_rng_state()
     torch.manual_seed(0)
     views = [RenderedSet((simsiam_view(data.images.float() / 255) * 255).round().byte(), data.labels, data.identities)
