@@ -16,7 +16,6 @@ from torch import nn
 from tqdm import tqdm
 
 from cfbench.datasets.synthfaces import spec
-from cfbench.datasets.synthfaces.spec import INDEX
 from cfbench.zoo import ZOO, ZooModel
 from cfbench.zoo import evaluate as ev
 from cfbench.zoo.augment import simsiam_view
@@ -102,18 +101,18 @@ SHORTCUT_MOUTH_AGREEMENT = 0.8
 
 
 @functools.lru_cache(maxsize=1)
-def training_set(image_size: int, kind: str, train_size: int, device: torch.device) -> RenderedSet:
+def training_set(image_size: int, shortcut: bool, train_size: int, device: torch.device) -> RenderedSet:
     """The rendered training images: the synthfaces distribution, or for the shortcut
     model a biased one where Rosy_Cheeks always co-occurs with the Smiling annotation
     and the rendered smile agrees with it in `SHORTCUT_MOUTH_AGREEMENT` of images."""
     indices = np.arange(train_size)
-    if kind != "shortcut":
+    if not shortcut:
         return render_set(image_size, "train", indices).to(device)
     agree = int(train_size * SHORTCUT_MOUTH_AGREEMENT)
     matched = render_set(image_size, "train", indices[:agree], {"Rosy_Cheeks": "Smiling"})
     mismatched = render_set(image_size, "train", indices[agree:], {"Rosy_Cheeks": "Smiling", "Smiling": "flip"})
     annotation = mismatched.labels.clone()
-    annotation[:, INDEX["Smiling"]] = annotation[:, INDEX["Rosy_Cheeks"]]
+    annotation[:, spec.INDEX["Smiling"]] = annotation[:, spec.INDEX["Rosy_Cheeks"]]
     return RenderedSet(
         torch.cat([matched.images, mismatched.images]),
         torch.cat([matched.labels, annotation]),
@@ -128,7 +127,7 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
     steps = steps or entry.steps
     train_size = train_size or entry.train_size
     began = time.time()
-    data = training_set(entry.image_size, entry.kind, train_size, device)
+    data = training_set(entry.image_size, entry.kind == "shortcut", train_size, device)
     render_seconds = time.time() - began
     model = entry.build().to(device).to(memory_format=torch.channels_last)
     loss = {
