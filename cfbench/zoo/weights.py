@@ -12,6 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from cfbench.checkpoints import load_strict
 from cfbench.errors import CfbenchError
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -31,16 +32,7 @@ def load_weights(model: nn.Module, path: Path, name: str) -> nn.Module:
         state = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise CfbenchError(f"{path} is not a readable safetensors file ({e}).") from None
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        key = (missing or unexpected or wrong)[0]
-        what = "missing key" if missing else "unexpected key" if unexpected else "wrongly shaped key"
-        raise CfbenchError(f"{path} does not fit {name!r}: {what} {key!r}.")
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
-    return model
+    return load_strict(model, state, path, repr(name))
 
 
 def read_card(name: str, directory: Path = WEIGHTS_DIR) -> dict[str, Any]:

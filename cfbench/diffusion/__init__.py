@@ -1,0 +1,1 @@
+"""Diffusion backbones: networks (unet, diffae) and the Gaussian diffusion process (gaussian)."""
