@@ -82,14 +82,24 @@ def list_command(kind: str | None) -> None:
             click.echo(f"  {name:<14} {meta.get('description', '')}{suffix}")
 
 
-def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
-    overrides = {}
+def _parse_pairs(values: tuple[str, ...], option: str = "--set") -> dict[str, str]:
+    pairs = {}
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise CfbenchError(f"--set {item}: write it as key=value.")
-        overrides[key.strip()] = value.strip()
-    return overrides
+            raise CfbenchError(f"{option} {item}: write it as key=value.")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise CfbenchError(f"--seeds {text}: write integers separated by commas, e.g. 0,1,2,3,4.") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise CfbenchError(f"--seeds {text}: give distinct seeds, e.g. 0,1,2,3,4.")
+    return seeds
 
 
 @main.command()
@@ -100,6 +110,8 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--n", "n", default=100, show_default=True, type=int, help="first N images of the evaluation split")
 @click.option("--batch-size", default=8, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seeds", default=None, metavar="S1,S2,…",
+              help="one run per seed (e.g. 0,1,2,3,4); σL compares the seeds' counterfactuals")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--profile", default=None, help="method profile (e.g. quick or paper)")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a method hyperparameter")
@@ -107,29 +119,39 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--runs", "runs_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 @click.option("--protocol", default=None, help="evaluation protocol (default: cfbench-v1)")
 @click.option("--metric", "extra_metrics", multiple=True, metavar="NAME", help="a metric to compute besides the protocol's")
+@click.option("--network", "networks", multiple=True, metavar="ROLE=NAME",
+              help="evaluation network for a metric role (oracle, identity, simsiam, features, perceptual)")
 @click.option("--leaderboards", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True,
               help="where to refresh the leaderboards after the run")  # fmt: skip
 @click.option("--no-progress", is_flag=True, help="hide the progress bar")
 @one_line_errors
-def run(method, dataset, attr, classifier, n, batch_size, seed, device, profile, sets, out, runs_root, protocol,
-        extra_metrics, leaderboards, no_progress) -> None:  # fmt: skip
+def run(method, dataset, attr, classifier, n, batch_size, seed, seeds, device, profile, sets, out, runs_root, protocol,
+        extra_metrics, networks, leaderboards, no_progress) -> None:  # fmt: skip
     """Generate counterfactuals, compute the metrics and record the run (resumable)."""
     from cfbench.leaderboard import build_leaderboards
     from cfbench.metrics.protocol import DEFAULT_PROTOCOL
     from cfbench.runner import Run, RunSpec
 
-    spec = RunSpec(
-        method=method, dataset=dataset, attr=attr, classifier=classifier, n=n, batch_size=batch_size, seed=seed,
-        device=device, overrides=_parse_sets(sets), out=out, protocol=protocol or DEFAULT_PROTOCOL,
-        extra_metrics=extra_metrics,
-        profile=profile, runs_root=runs_root, progress=not no_progress,
-    )  # fmt: skip
-    job = Run(spec)
-    metrics = job.execute()
-    click.echo(f"run {job.run_id}: {job.record.path}")
-    for name, result in metrics.items():
-        ci = f" [{result['ci'][0]:.4g}, {result['ci'][1]:.4g}]" if result["ci"] else ""
-        click.echo(f"  {name:<8} {result['value']:.4g}{ci}  (n={result['n']})")
+    seed_list = _parse_seeds(seeds) if seeds else [seed]
+    if out is not None and len(seed_list) > 1:
+        raise CfbenchError("--out names one run directory; leave it out when passing several --seeds.")
+    jobs = [
+        Run(RunSpec(
+            method=method, dataset=dataset, attr=attr, classifier=classifier, n=n, batch_size=batch_size, seed=s,
+            device=device, overrides=_parse_pairs(sets), out=out, protocol=protocol or DEFAULT_PROTOCOL,
+            extra_metrics=extra_metrics, networks=_parse_pairs(networks, "--network"),
+            profile=profile, runs_root=runs_root, progress=not no_progress,
+        ))
+        for s in seed_list
+    ]  # fmt: skip
+    results = [job.execute() for job in jobs]
+    if len(jobs) > 1:  # now that every seed exists, each run's σL can compare them all
+        results = [job.execute() for job in jobs]
+    for job, metrics in zip(jobs, results):
+        click.echo(f"run {job.run_id}: {job.record.path}")
+        for name, result in metrics.items():
+            ci = f" [{result['ci'][0]:.4g}, {result['ci'][1]:.4g}]" if result["ci"] else ""
+            click.echo(f"  {name:<8} {result['value']:.4g}{ci}  (n={result['n']})")
     if out is None or out.is_relative_to(runs_root):
         build_leaderboards(runs_root, leaderboards)
 

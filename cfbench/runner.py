@@ -28,6 +28,7 @@ from cfbench.metrics import METRICS
 from cfbench.metrics.base import EvalData
 from cfbench.metrics.protocol import DEFAULT_PROTOCOL, protocol_metrics
 from cfbench.methods import METHODS
+from cfbench.oracles import NETWORKS, ROLES
 from cfbench.record import RunRecord, png_bytes, quantize
 from cfbench.visualize import comparison_grid
 
@@ -50,6 +51,7 @@ class RunSpec:
     out: Path | None = None
     protocol: str = DEFAULT_PROTOCOL
     extra_metrics: tuple[str, ...] = ()
+    networks: dict[str, str] = field(default_factory=dict)
     profile: str | None = None
     runs_root: Path = Path("runs")
     progress: bool = True
@@ -88,6 +90,10 @@ class Run:
         self.metric_names = tuple(dict.fromkeys((*protocol_metrics(spec.protocol), *spec.extra_metrics)))
         for name in self.metric_names:
             METRICS.entry(name)  # an unknown metric fails now, before any image is generated
+        for role, name in spec.networks.items():
+            if role not in ROLES:
+                raise CfbenchError(f"--network {role}={name}: unknown role; known: {', '.join(ROLES)}.")
+            NETWORKS.entry(name)
         self.profile = spec.profile or self.method_cls.default_profile
         self.config = self.method_cls.resolve_config(spec.dataset, self.profile, spec.overrides)
         self.device = pick_device(spec.device)
@@ -215,20 +221,43 @@ class Run:
             )
 
     # -- evaluation -------------------------------------------------------------------
-    def _load_pairs(self, table: pd.DataFrame, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    @staticmethod
+    def _load_pairs(record: RunRecord, table: pd.DataFrame, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         ids = table["id"].iloc[rows]
-        originals = torch.stack([self.record.load_image("originals", i) for i in ids])
-        counterfactuals = torch.stack([self.record.load_image("counterfactuals", i) for i in ids])
+        originals = torch.stack([record.load_image("originals", i) for i in ids])
+        counterfactuals = torch.stack([record.load_image("counterfactuals", i) for i in ids])
         return originals, counterfactuals
 
-    def _metrics(self, table: pd.DataFrame, network: torch.nn.Module) -> dict[str, Any]:
-        data = EvalData(
+    def _eval_data(self, record: RunRecord, table: pd.DataFrame, network: torch.nn.Module) -> EvalData:
+        return EvalData(
             table=table,
-            load=lambda rows: self._load_pairs(table, rows),
+            load=lambda rows: self._load_pairs(record, table, rows),
             classifier=network,
             device=self.device,
             batch_size=self.spec.batch_size,
+            dataset=self.spec.dataset,
+            attribute=self.attribute,
+            networks=dict(self.spec.networks),
         )
+
+    def other_seeds(self) -> list[RunRecord]:
+        """Finished runs beside this one that differ from it only by the seed (σL, DiME eq. 11)."""
+        siblings = []
+        for path in sorted(self.record.path.parent.glob("*/run.json")):
+            other = RunRecord(path.parent)
+            identity = (other.read_info() or {}).get("identity", {})
+            if other.path != self.record.path and identity.get("seed") != self.spec.seed and {
+                **identity, "seed": self.spec.seed
+            } == self.identity and other.table_path.exists():
+                siblings.append(other)
+        return siblings
+
+    def _metrics(self, table: pd.DataFrame, network: torch.nn.Module) -> dict[str, Any]:
+        data = self._eval_data(self.record, table, network)
+        for other in self.other_seeds():
+            rows = other.read_table()
+            rows = rows[rows["index"] < self.spec.n].reset_index(drop=True)
+            data.other_seeds.append(self._eval_data(other, rows, network))
         results = {}
         for name in self.metric_names:
             metric = METRICS.get(name)()
@@ -237,7 +266,7 @@ class Run:
 
     def _write_grid(self, table: pd.DataFrame) -> None:
         rows = list(range(min(GRID_SAMPLES, len(table))))
-        originals, counterfactuals = self._load_pairs(table, rows)
+        originals, counterfactuals = self._load_pairs(self.record, table, rows)
         ids = table["id"].iloc[rows]
         masks = None
         if all(self.record.has_image("masks", i) for i in ids):

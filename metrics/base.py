@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cfbench.oracles import EvalNetwork, load_network
 from cfbench.stats import bootstrap_ci
 
 
@@ -20,9 +21,11 @@ from cfbench.stats import bootstrap_ci
 class EvalData:
     """What a run hands its metrics.
 
-    ``table`` has one row per sample (columns ``success``, ``target``, ``pred`` …);
+    ``table`` has one row per sample (columns ``id``, ``success``, ``target``, ``pred`` …);
     ``load`` gives the saved original and counterfactual of some rows as float
-    tensors in [0, 1].
+    tensors in [0, 1]. ``dataset``/``attribute`` say which evaluation networks apply
+    (`cfbench.oracles.DEFAULTS`, overridden by ``networks``: role -> name);
+    ``other_seeds`` holds the same run made with other seeds (σL needs them).
     """
 
     table: pd.DataFrame
@@ -30,6 +33,17 @@ class EvalData:
     classifier: torch.nn.Module | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     batch_size: int = 64
+    dataset: str = "synthfaces"
+    attribute: str = ""
+    networks: dict[str, str] = field(default_factory=dict)
+    other_seeds: list[EvalData] = field(default_factory=list)
+    _loaded: dict[str, EvalNetwork] = field(default_factory=dict, repr=False)
+
+    def network(self, role: str) -> EvalNetwork:
+        """The evaluation network of ``role`` for this dataset, loaded once per run."""
+        if role not in self._loaded:
+            self._loaded[role] = load_network(role, self.dataset, self.networks.get(role)).to(self.device)
+        return self._loaded[role]
 
     def batches(self, rows: list[int] | None = None) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
         rows = list(range(len(self.table))) if rows is None else rows
