@@ -59,9 +59,16 @@ def _inert(name: str) -> type:
         "__setstate__": setstate, "__doc__": f"Inert placeholder for {name}."})
 
 
-def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: Path | str, what: str) -> nn.Module:
-    """Copy ``state`` into ``model`` after checking that the keys and shapes match exactly."""
-    expected = model.state_dict()
+def load_strict(
+    model: nn.Module, state: Mapping[str, torch.Tensor], source: Path | str, what: str,
+    names: Mapping[str, str] | None = None,
+) -> nn.Module:
+    """Copy ``state`` into ``model`` after checking that the keys and shapes match exactly.
+
+    ``names`` gives the file's name of a model key where the two differ (a Caffe-style
+    ``conv2_1_3x3.weight`` for ``layer1.0.conv2.weight``); messages name the file's keys."""
+    names = names or {}
+    expected = {names.get(k, k): v for k, v in model.state_dict().items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
@@ -72,5 +79,5 @@ def load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: Pat
         count = len(missing) + len(unexpected) + len(wrong)
         more = f" and {count - 1} more" if count > 1 else ""
         raise CfbenchError(f"{source} does not fit {what}: {kind} {key!r}{detail}{more}.")
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    model.load_state_dict({k: state[names.get(k, k)].to(v.dtype) for k, v in model.state_dict().items()})
     return model

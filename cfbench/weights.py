@@ -51,6 +51,53 @@ WEIGHTS: dict[str, PublishedWeights] = {
             "cfbench.diffusion.diffae:CELEBA_128", "see the GCD repository",
             "GCD's celeba128_autoenc Lightning checkpoint; only the ema_model.* keys are read",
         ),
+        PublishedWeights(
+            "simsiam-resnet50", "checkpoint_0099.pth.tar",
+            "https://dl.fbaipublicfiles.com/simsiam/models/100ep-256bs/pretrain/checkpoint_0099.pth.tar",
+            "cfbench.oracles.simsiam:SimSiamResNet50", "CC-BY-NC 4.0",
+            "facebookresearch/simsiam ResNet-50, 100 epochs, batch 256 (the model ACE's S³ uses); "
+            "{'state_dict': {'module.encoder.*', 'module.predictor.*'}, ...}",
+        ),
+        PublishedWeights(
+            "inception-v3-fid", "weights-inception-2015-12-05-6726825d.pth",
+            "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth",
+            "torch_fidelity.feature_extractor_inceptionv3:FeatureExtractorInceptionV3",
+            "Apache-2.0 (TensorFlow Inception 2015-12-05 weights, converted by torch-fidelity)",
+            "state dict of torch-fidelity's FID Inception-v3",
+        ),
+        PublishedWeights(
+            "vgg16-imagenet", "vgg16-397923af.pth", "https://download.pytorch.org/models/vgg16-397923af.pth",
+            "torchvision.models:vgg16 (features only, as the LPIPS trunk)", "BSD-3-Clause (torchvision)",
+            "torchvision ImageNet VGG16 state dict; LPIPS-VGG reads its features.* into the lpips trunk",
+        ),
+        PublishedWeights(
+            "vggface2-resnet50", "resnet50_ft_weight.pkl",
+            "https://github.com/cydonia999/VGGFace2-pytorch (resnet50_ft, Google Drive link in its README)",
+            "cfbench.oracles.vggface2:VGGFace2ResNet50",
+            "MIT (cydonia999 converter); weights converted from the VGGFace2 authors' Caffe resnet50_ft",
+            "latin1 pickle of numpy arrays with torchvision names (fc = 8631 identities, unused); read without "
+            "executing code; the FVA/FS network of DiME and ACE",
+        ),
+        PublishedWeights(
+            "facenet-vggface2", "20180402-114759-vggface2.pt",
+            "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
+            "facenet_pytorch:InceptionResnetV1", "MIT (facenet-pytorch; weights from davidsandberg/facenet, MIT)",
+            "state dict of InceptionResnetV1(pretrained='vggface2'); logits.* (8631 identities) unused",
+        ),
+        PublishedWeights(
+            "celeba-oracle", "oracle.pth", "https://huggingface.co/guillaumejs2403/DiME (CelebA Oracle)",
+            "cfbench.oracles.celeba_oracle:dive_oracle", "MIT (DiME repository); trained by DiVE (ServiceNow)",
+            "{'feat_extract': Resnet50_128 DAG state dict, 'classifier': Linear(128, 40)}; DiME's code calls it "
+            "models/oracle.pth, the file name on the HF page is unverified",
+        ),
+        PublishedWeights(
+            "celebahq-oracle", "steex-oracle-celebamaskhq.tar",
+            "https://github.com/valeoai/STEEX/releases (checkpoints_oracle_attribute.tar.gz: "
+            "oracle_attribute/celebamaskhq/checkpoint.tar, saved under this name)",
+            "cfbench.oracles.celeba_oracle:steex_oracle", "Apache-2.0 (STEEX)",
+            "torch pickle {'model_state_dict', 'epoch', 'loss', 'optimizer_state_dict'} of STEEX's OracleResnet "
+            "(Resnet50_ft_dag + Linear(2048, 40)); the CelebA-HQ oracle ACE uses",
+        ),
     )  # fmt: skip
 }
 

@@ -144,7 +144,8 @@ class ResBlock(nn.Module):
             )  # fmt: skip
         self.skip_connection = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None,
+                cond: torch.Tensor | None = None) -> torch.Tensor:
         """``cond`` is handed to :meth:`adagn` (unused here; DiffAE's blocks take z_sem)."""
         if self.resample is not None:
             h = self.resample(self.in_layers[:-1](x))

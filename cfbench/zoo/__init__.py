@@ -8,6 +8,7 @@ papers' evaluation networks, trained here by `cfbench zoo train <name>`.
 | synthfaces-oracle | the VGGFace2-based CelebA attribute oracle | MNAC, CD; its pooled features serve FID |
 | synthfaces-identity | VGGFace2 ResNet-50 | FVA, FS |
 | synthfaces-simsiam | SimSiam ResNet-50 | S³ |
+| synthfaces-ddpm | the DiME/ACE CelebA guided-diffusion DDPM | DiME, ACE |
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from cfbench.datasets.synthfaces.spec import ATTRIBUTES, INDEX
+from cfbench.diffusion.gaussian import GaussianDiffusion
 from cfbench.zoo import networks
 from cfbench.zoo.weights import WEIGHTS_DIR, load_weights, read_card
 
@@ -28,7 +30,7 @@ class ZooModel:
     """A trainable zoo entry: architecture, training recipe, and how it is used."""
 
     name: str
-    kind: str  # classifier | shortcut | oracle | identity | simsiam
+    kind: str  # classifier | shortcut | oracle | identity | simsiam | ddpm
     description: str
     architecture: str
     arguments: dict[str, Any] = field(default_factory=dict)
@@ -39,9 +41,17 @@ class ZooModel:
     weight_decay: float = 0.05
     train_size: int = 100_000
     per_identity: int = 1
+    #: the diffusion process (`GaussianDiffusion.from_config` arguments) of a diffusion model
+    diffusion: dict[str, Any] = field(default_factory=dict)
+    #: decay of the exponential moving average whose weights are saved (0: none)
+    ema: float = 0.0
 
     def build(self) -> nn.Module:
         return getattr(networks, self.architecture)(**self.arguments)
+
+    def process(self, respacing: str | int | None = None) -> GaussianDiffusion:
+        """The diffusion process the model was trained with, optionally respaced."""
+        return GaussianDiffusion.from_config(**self.diffusion, respacing=respacing)
 
     def parameters(self) -> int:
         return sum(p.numel() for p in self.build().parameters())
@@ -79,14 +89,25 @@ ZOO: dict[str, ZooModel] = {
         ZooModel(
             "synthfaces-identity", "identity",
             "Face-identity encoder for FVA and FS (stand-in for VGGFace2 ResNet-50), trained with the supervised "
-            "contrastive loss over identities rendered under different attributes.",
-            "DenseNetBC", {"out_dim": 128, "resolution": 64}, per_identity=4, batch_size=64, steps=2000,
+            "contrastive loss over identities rendered under different attributes plus a hinge that keeps "
+            "different identities below cosine 0.2.",
+            "DenseNetBC", {"out_dim": 128, "resolution": 64}, per_identity=4, batch_size=128, steps=2500,
             train_size=40_000,
         ),
         ZooModel(
             "synthfaces-simsiam", "simsiam",
             "Self-supervised encoder for S³ (stand-in for SimSiam ResNet-50), trained with the SimSiam objective.",
             "SimSiam", {"resolution": 64}, lr=1e-3, batch_size=64, steps=1500, train_size=40_000,
+        ),
+        ZooModel(
+            "synthfaces-ddpm", "ddpm",
+            "Unconditional DDPM in the guided-diffusion layout (ε and learned σ, scale-shift norm, resblock "
+            "up/down) with the DiME/ACE CelebA process (500 linear steps), at 64 px so that the quick profiles "
+            "of DiME and ACE run on a laptop CPU.",
+            "GuidedUNet", {"image_size": 64, "model_channels": 64, "channel_mult": (1, 2, 2, 2),
+                           "attention_resolutions": (16, 8), "num_heads": 4},
+            image_size=64, steps=30_000, batch_size=128, lr=2e-4, weight_decay=0.0, train_size=100_000,
+            diffusion={"num_timesteps": 500, "schedule": "linear", "variance": "learned_range"}, ema=0.9995,
         ),
     )  # fmt: skip
 }

@@ -13,6 +13,8 @@ from torch import nn
 from torchvision.models import DenseNet, ResNet
 from torchvision.models.resnet import BasicBlock
 
+from cfbench.diffusion.unet import UNet, UNetConfig
+
 
 class _Input(nn.Module):
     def __init__(self, resolution: int):
@@ -63,6 +65,23 @@ class ResNetEncoder(nn.Module):
         return self.head(self.features(x))
 
 
+def simsiam_projector(width: int, hidden: int, dim: int, last_bias: bool = False) -> nn.Sequential:
+    """SimSiam's 3-layer projector (Chen & He, CVPR 2021): two Linear-BN-ReLU
+    layers and a Linear followed by a BN without affine parameters. ``last_bias``: the
+    published code keeps the last Linear's (unused, frozen) bias."""
+    return nn.Sequential(
+        nn.Linear(width, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+        nn.Linear(hidden, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+        nn.Linear(hidden, dim, bias=last_bias), nn.BatchNorm1d(dim, affine=False),
+    )  # fmt: skip
+
+
+def simsiam_predictor(dim: int, pred_dim: int) -> nn.Sequential:
+    """SimSiam's 2-layer bottleneck predictor h: Linear-BN-ReLU, then Linear."""
+    return nn.Sequential(nn.Linear(dim, pred_dim, bias=False), nn.BatchNorm1d(pred_dim), nn.ReLU(inplace=True),
+                         nn.Linear(pred_dim, dim))  # fmt: skip
+
+
 class SimSiam(nn.Module):
     """SimSiam (Chen & He, CVPR 2021, §3 and Fig. 1): encoder f = backbone + 3-layer
     projector, predictor h = 2-layer bottleneck MLP. The backbone is `DenseNetBC`
@@ -72,16 +91,8 @@ class SimSiam(nn.Module):
     def __init__(self, resolution: int = 64, dim: int = 512, pred_dim: int = 128):
         super().__init__()
         self.backbone = DenseNetBC(0, resolution)
-        width = self.backbone.feature_dim
-        self.projector = nn.Sequential(
-            nn.Linear(width, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
-            nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
-            nn.Linear(dim, dim, bias=False), nn.BatchNorm1d(dim, affine=False),
-        )  # fmt: skip
-        self.predictor = nn.Sequential(
-            nn.Linear(dim, pred_dim, bias=False), nn.BatchNorm1d(pred_dim), nn.ReLU(inplace=True),
-            nn.Linear(pred_dim, dim),
-        )  # fmt: skip
+        self.projector = simsiam_projector(self.backbone.feature_dim, dim, dim)
+        self.predictor = simsiam_predictor(dim, pred_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The projector output z, the embedding S³ compares (ACE §4.1)."""
@@ -98,3 +109,9 @@ class BinaryHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)[:, self.index]
+
+
+def GuidedUNet(**config) -> UNet:
+    """The guided-diffusion UNet (`cfbench.diffusion.unet`) at a zoo configuration; unlike
+    the networks above it works on [-1, 1] images at its own resolution."""
+    return UNet(UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}))

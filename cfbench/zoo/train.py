@@ -13,15 +13,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from cfbench.datasets.synthfaces import spec
+from cfbench.diffusion.gaussian import GaussianDiffusion
 from cfbench.zoo import ZOO, ZooModel
 from cfbench.zoo import evaluate as ev
 from cfbench.zoo.augment import simsiam_view
 from cfbench.zoo.data import RenderedSet, render_set
 from cfbench.zoo.networks import BinaryHead
-from cfbench.zoo.objectives import simsiam, supervised_contrastive
+from cfbench.zoo.objectives import impostor_margin, simsiam, supervised_contrastive
 from cfbench.zoo.weights import WEIGHTS_DIR, load_weights, save_weights
 
 Loss = Callable[[nn.Module, RenderedSet, torch.Tensor], torch.Tensor]
@@ -59,7 +61,8 @@ def multilabel_loss(columns: list[int]) -> Loss:
 
 
 def identity_loss(model: nn.Module, data: RenderedSet, rows: torch.Tensor) -> torch.Tensor:
-    return supervised_contrastive(model(data.floats(rows)), data.identities[rows])
+    embeddings, identities = model(data.floats(rows)), data.identities[rows]
+    return supervised_contrastive(embeddings, identities) + impostor_margin(embeddings, identities)
 
 
 def simsiam_loss(model: nn.Module, data: RenderedSet, rows: torch.Tensor) -> torch.Tensor:
@@ -69,8 +72,20 @@ def simsiam_loss(model: nn.Module, data: RenderedSet, rows: torch.Tensor) -> tor
     return simsiam(model.predictor(z1), model.predictor(z2), z1, z2)
 
 
-def fit(model: nn.Module, loss: Loss, data: RenderedSet, entry: ZooModel, steps: int, device: torch.device) -> list[float]:
-    """AdamW with linear warm-up and cosine decay; bf16 autocast on CUDA."""
+def diffusion_loss(process: GaussianDiffusion) -> Loss:
+    """L_hybrid at uniformly drawn timesteps on [-1, 1] images (Nichol & Dhariwal 2021, §3.1)."""
+
+    def loss(model: nn.Module, data: RenderedSet, rows: torch.Tensor) -> torch.Tensor:
+        x0 = data.floats(rows) * 2 - 1
+        t = torch.randint(0, process.num_timesteps, (len(rows),), device=x0.device)
+        return process.training_losses(model, x0, t).mean()
+
+    return loss
+
+
+def fit(model: nn.Module, loss: Loss, data: RenderedSet, entry: ZooModel, steps: int, device: torch.device) -> tuple[nn.Module, list[float]]:
+    """AdamW with linear warm-up and cosine decay; bf16 autocast on CUDA. Returns the
+    trained network, or its exponential moving average when the recipe keeps one."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=entry.lr, weight_decay=entry.weight_decay)
     warmup = max(1, steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -78,6 +93,7 @@ def fit(model: nn.Module, loss: Loss, data: RenderedSet, entry: ZooModel, steps:
     )
     history = []
     sample_rows = RowSampler(data.identities, entry.batch_size, entry.per_identity)
+    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(entry.ema)) if entry.ema else None
     model.train()
     bar = tqdm(range(steps), desc=f"train {entry.name}", unit="step")
     for step in bar:
@@ -88,11 +104,13 @@ def fit(model: nn.Module, loss: Loss, data: RenderedSet, entry: ZooModel, steps:
         value.backward()
         optimizer.step()
         schedule.step()
+        if average is not None:
+            average.update_parameters(model)
         if step % 50 == 0 or step == steps - 1:
             history.append(value.item())
             bar.set_postfix(loss=f"{history[-1]:.4f}")
-    model.eval()
-    return history
+    trained = average.module if average is not None else model
+    return trained.eval(), history
 
 
 #: Share of the shortcut model's training images whose rendered smile matches the
@@ -136,9 +154,10 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
         "shortcut": multilabel_loss([spec.INDEX["Smiling"]]),
         "identity": identity_loss,
         "simsiam": simsiam_loss,
+        "ddpm": diffusion_loss(entry.process()) if entry.diffusion else None,
     }[entry.kind]
     began = time.time()
-    history = fit(model, loss, data, entry, steps, device)
+    model, history = fit(model, loss, data, entry, steps, device)
     train_seconds = time.time() - began
     measured = measure(name, model, device, eval_size, out_dir)
     record = {
