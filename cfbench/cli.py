@@ -117,7 +117,7 @@ def _parse_seeds(text: str) -> list[int]:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a method hyperparameter")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="run directory (default: under --runs)")
 @click.option("--runs", "runs_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
-@click.option("--protocol", default=None, help="evaluation protocol (default: cfbench-v1)")
+@click.option("--protocol", default=None, help="evaluation protocol (default: the dataset's, cfbench-v2 on synthfaces)")
 @click.option("--metric", "extra_metrics", multiple=True, metavar="NAME", help="a metric to compute besides the protocol's")
 @click.option("--network", "networks", multiple=True, metavar="ROLE=NAME",
               help="evaluation network for a metric role (oracle, identity, simsiam, features, perceptual)")
@@ -129,7 +129,6 @@ def run(method, dataset, attr, classifier, n, batch_size, seed, seeds, device, p
         extra_metrics, networks, leaderboards, no_progress) -> None:  # fmt: skip
     """Generate counterfactuals, compute the metrics and record the run (resumable)."""
     from cfbench.leaderboard import build_leaderboards
-    from cfbench.metrics.protocol import DEFAULT_PROTOCOL
     from cfbench.runner import Run, RunSpec
 
     seed_list = _parse_seeds(seeds) if seeds else [seed]
@@ -138,7 +137,7 @@ def run(method, dataset, attr, classifier, n, batch_size, seed, seeds, device, p
     jobs = [
         Run(RunSpec(
             method=method, dataset=dataset, attr=attr, classifier=classifier, n=n, batch_size=batch_size, seed=s,
-            device=device, overrides=_parse_pairs(sets), out=out, protocol=protocol or DEFAULT_PROTOCOL,
+            device=device, overrides=_parse_pairs(sets), out=out, protocol=protocol,
             extra_metrics=extra_metrics, networks=_parse_pairs(networks, "--network"),
             profile=profile, runs_root=runs_root, progress=not no_progress,
         ))

@@ -20,7 +20,7 @@ from cfbench.errors import CfbenchError
 from cfbench.files import atomic_write_text, exclusive_lock
 
 METRIC_ORDER = (
-    "fid", "sfid", "fva", "fs", "mnac", "cd", "cout", "s3", "fr",
+    "fid", "sfid", "fva", "fs", "mnac", "cd", "cd_spec", "cout", "s3", "fr",
     "l1", "l2", "sigma_l", "precision", "recall", "fid_plus", "l1_plus",
 )  # fmt: skip
 ROW_KEYS = ("source", "paper", "table", "dataset", "attr", "method", "variant")

@@ -26,9 +26,9 @@ from cfbench.handles import make_handle
 from cfbench.method import COUNTERS, Counterfactuals, Method
 from cfbench.metrics import METRICS
 from cfbench.metrics.base import EvalData
-from cfbench.metrics.protocol import DEFAULT_PROTOCOL, protocol_metrics
+from cfbench.metrics.protocol import protocol_metrics
 from cfbench.methods import METHODS
-from cfbench.oracles import NETWORKS, ROLES
+from cfbench.oracles import DEFAULTS, NETWORKS, ROLES
 from cfbench.record import RunRecord, png_bytes, quantize
 from cfbench.visualize import comparison_grid
 
@@ -49,7 +49,7 @@ class RunSpec:
     device: str = "auto"
     overrides: dict[str, str] = field(default_factory=dict)
     out: Path | None = None
-    protocol: str = DEFAULT_PROTOCOL
+    protocol: str | None = None  # None: the dataset's
     extra_metrics: tuple[str, ...] = ()
     networks: dict[str, str] = field(default_factory=dict)
     profile: str | None = None
@@ -87,13 +87,21 @@ class Run:
         self.classifier_name = spec.classifier or self.dataset.classifiers.get(self.attribute)
         if self.classifier_name is None:
             raise CfbenchError(f"{spec.dataset} has no default classifier for {self.attribute}; pass --classifier.")
-        self.metric_names = tuple(dict.fromkeys((*protocol_metrics(spec.protocol), *spec.extra_metrics)))
+        self.protocol = spec.protocol or self.dataset.protocol
+        self.metric_names = tuple(dict.fromkeys((*protocol_metrics(self.protocol), *spec.extra_metrics)))
         for name in self.metric_names:
             METRICS.entry(name)  # an unknown metric fails now, before any image is generated
         for role, name in spec.networks.items():
             if role not in ROLES:
                 raise CfbenchError(f"--network {role}={name}: unknown role; known: {', '.join(ROLES)}.")
             NETWORKS.entry(name)
+        for name in self.metric_names:  # every network a metric needs must be known before the run starts
+            for role in ROLES.keys() & METRICS.get(name).needs:
+                if role not in spec.networks and role not in DEFAULTS.get(spec.dataset, {}):
+                    raise CfbenchError(
+                        f"metric {name} needs a {role} network, which {spec.dataset} does not name; "
+                        f"pass --network {role}=NAME or --protocol cfbench-v1."
+                    )
         self.profile = spec.profile or self.method_cls.default_profile
         self.config = self.method_cls.resolve_config(spec.dataset, self.profile, spec.overrides)
         self.device = pick_device(spec.device)
@@ -125,7 +133,7 @@ class Run:
             {
                 "run_id": self.run_id,
                 "attr": self.attr_key,
-                "protocol": self.spec.protocol,
+                "protocol": self.protocol,
                 "access": self.method_cls.access,
                 "paper": self.method_cls.paper,
                 "environment": describe_environment(self.device, self.spec.seed),

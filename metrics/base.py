@@ -26,6 +26,8 @@ class EvalData:
     tensors in [0, 1]. ``dataset``/``attribute`` say which evaluation networks apply
     (`cfbench.oracles.DEFAULTS`, overridden by ``networks``: role -> name);
     ``other_seeds`` holds the same run made with other seeds (σL needs them).
+    Network outputs are computed once per run and shared by the metrics that use
+    them (`embed`).
     """
 
     table: pd.DataFrame
@@ -38,6 +40,7 @@ class EvalData:
     networks: dict[str, str] = field(default_factory=dict)
     other_seeds: list[EvalData] = field(default_factory=list)
     _loaded: dict[str, EvalNetwork] = field(default_factory=dict, repr=False)
+    _cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     def network(self, role: str) -> EvalNetwork:
         """The evaluation network of ``role`` for this dataset, loaded once per run."""
@@ -51,6 +54,35 @@ class EvalData:
             chunk = rows[start : start + self.batch_size]
             originals, counterfactuals = self.load(chunk)
             yield chunk, originals.to(self.device), counterfactuals.to(self.device)
+
+    def rows(self, subset: str = "all") -> list[int]:
+        """Row positions of a subset of the samples: ``all``; ``successful`` (the classifier
+        assigns the counterfactual to the target); ``correct`` (the classifier is right on
+        the original, ACE's "CC" set, counterfactuals successful or not)."""
+        table = self.table
+        if subset == "all":
+            keep = np.ones(len(table), dtype=bool)
+        elif subset == "successful":
+            keep = table["success"].to_numpy(dtype=bool)
+        elif subset == "correct":
+            keep = (table["pred"].to_numpy() == table["label"].to_numpy()) if len(table) else np.zeros(0, bool)
+        else:
+            raise ValueError(f"unknown sample subset {subset!r}")
+        return np.flatnonzero(keep).tolist()
+
+    def embed(self, role: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``role`` network's outputs for the original and the counterfactual of every
+        row, (N, D) float64 on the CPU, in table order; computed once per run (FID, sFID
+        and precision/recall share the features, MNAC and CD the oracle logits)."""
+        if role not in self._cache:
+            module = self.network(role).module
+            outputs: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+            with torch.no_grad():
+                for _, originals, counterfactuals in self.batches():
+                    for out, images in zip(outputs, (originals, counterfactuals)):
+                        out.append(module(images).reshape(len(images), -1).double().cpu())
+            self._cache[role] = tuple(torch.cat(o) if o else torch.zeros(0, 0, dtype=torch.float64) for o in outputs)
+        return self._cache[role]
 
 
 @dataclass
@@ -66,7 +98,8 @@ class MetricResult:
 
 class Metric:
     """Base of metric plugins: ``name``, ``paper``, ``higher_is_better`` and ``needs``
-    (a subset of {"classifier", "oracle", "features", "runs"})."""
+    (a subset of {"classifier", "runs"} and the network roles of `cfbench.oracles.ROLES`:
+    "oracle", "identity", "simsiam", "features", "perceptual")."""
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
@@ -77,28 +110,43 @@ class Metric:
         raise NotImplementedError
 
 
+def mean_result(values: np.ndarray, scale: float = 1.0, network: str | None = None) -> MetricResult:
+    """The mean of per-sample ``values`` times ``scale``, with its bootstrap 95% CI over
+    samples (`cfbench.stats.bootstrap_ci`, seeded); NaN with n = 0 when there are none."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return MetricResult(float("nan"), None, 0, network)
+    low, high = bootstrap_ci(values)
+    return MetricResult(float(values.mean()) * scale, (low * scale, high * scale), int(values.size), network)
+
+
 class SampleMetric(Metric):
     """A mean over per-sample values, with a bootstrap CI over samples.
 
-    ``subset`` picks the rows: ``"all"`` or ``"successful"``; ``scale`` converts the
-    mean to the papers' unit (100 for a percentage).
+    ``subset`` picks the rows (`EvalData.rows`: ``"all"``, ``"successful"`` or
+    ``"correct"``); ``scale`` converts the mean to the papers' unit (100 for a
+    percentage); ``role`` names the evaluation network the values come from, recorded
+    in the result. Subclasses implement `values` (per batch of images) or override
+    `per_sample` (e.g. from `EvalData.embed`); `prepare` runs once before either.
     """
 
     subset: ClassVar[str] = "all"
     scale: ClassVar[float] = 1.0
+    role: ClassVar[str | None] = None
 
     def values(self, originals: torch.Tensor, counterfactuals: torch.Tensor, rows: pd.DataFrame) -> torch.Tensor:
         raise NotImplementedError
 
-    def compute(self, data: EvalData) -> MetricResult:
-        rows = list(range(len(data.table)))
-        if self.subset == "successful":
-            rows = [r for r in rows if bool(data.table["success"].iloc[r])]
+    def prepare(self, data: EvalData) -> None:
+        """Called once per `compute`, before the values (e.g. to keep the classifier)."""
+
+    def per_sample(self, data: EvalData, rows: list[int]) -> np.ndarray:
         collected = [
             self.values(o, c, data.table.iloc[chunk]).detach().double().cpu() for chunk, o, c in data.batches(rows)
         ]
-        values = torch.cat(collected).numpy() if collected else np.zeros(0)
-        if values.size == 0:
-            return MetricResult(float("nan"), None, 0)
-        low, high = bootstrap_ci(values)
-        return MetricResult(float(values.mean()) * self.scale, (low * self.scale, high * self.scale), int(values.size))
+        return torch.cat(collected).numpy() if collected else np.zeros(0)
+
+    def compute(self, data: EvalData) -> MetricResult:
+        self.prepare(data)
+        values = self.per_sample(data, data.rows(self.subset))
+        return mean_result(values, self.scale, data.network(self.role).label if self.role else None)

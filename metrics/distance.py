@@ -1,5 +1,10 @@
 """Lp distances between input and counterfactual, LDCE App. E eqs. 16-17:
-L_p = mean_i ||x_i^F - x_i^CF||_p over all C·H·W entries, on [0, 1] pixels."""
+L_p = mean_i ||x_i^F - x_i^CF||_p over all C·H·W entries, on [0, 1] pixels.
+
+``l1_plus`` is DiME's ℓ1 (Table 2, "evaluate the ℓ1 metric on successful CE"):
+the mean absolute difference per entry, ||x - x'||_1 / (C·H·W), on [0, 1] pixels
+(DiME ``main.py``: ``(I_f - cf_f).abs().mean(dim=1)`` on the saved uint8 images, so
+values such as 0.043), averaged over the successful counterfactuals."""
 from __future__ import annotations
 
 from typing import ClassVar
@@ -35,3 +40,16 @@ class L2(LpDistance):
     name = "l2"
     paper = "LDCE App. E eqs. 16-17"
     p = 2
+
+
+@METRICS.register("l1_plus")
+class L1Successful(SampleMetric):
+    """Mean absolute pixel change per entry (L1 / CHW) on [0,1] pixels, successful counterfactuals"""
+
+    name = "l1_plus"
+    paper = "DiME Table 2 (l1)"
+    higher_is_better = False
+    subset = "successful"
+
+    def values(self, originals: torch.Tensor, counterfactuals: torch.Tensor, rows: pd.DataFrame) -> torch.Tensor:
+        return (originals.double() - counterfactuals.double()).abs().flatten(1).mean(dim=1)

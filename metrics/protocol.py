@@ -7,8 +7,11 @@ from cfbench.errors import CfbenchError
 
 PROTOCOLS: dict[str, tuple[str, ...]] = {
     "cfbench-v1": ("fr", "l1", "l2"),
+    "cfbench-v2": (
+        "fr", "fid", "sfid", "fid_plus", "fva", "fs", "mnac", "cd", "cd_spec", "cout", "s3", "sigma_l",
+        "l1", "l2", "l1_plus", "precision", "recall",
+    ),
 }
-DEFAULT_PROTOCOL = "cfbench-v1"
 
 
 def protocol_metrics(name: str) -> tuple[str, ...]:

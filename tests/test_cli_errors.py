@@ -71,7 +71,7 @@ CASES = [
     Case("unknown-metric", [*RUN, "--method", "identity", "--protocol", "tests-bad", "--out", "badmetric"],
          "Unknown metric 'no_such_metric'", check=_nothing_generated("badmetric")),
     Case("unknown-extra-metric", [*RUN, "--method", "identity", "--metric", "l3", "--out", "badextra"],
-         "Unknown metric 'l3'. Did you mean: l2, l1?", check=_nothing_generated("badextra")),
+         "Unknown metric 'l3'. Did you mean: s3, l2, l1?", check=_nothing_generated("badextra")),
     Case("unknown-profile", [*RUN, "--method", "pgd", "--profile", "fast"], "--profile fast: unknown"),
     Case("n-too-large", [*RUN, "--method", "identity", "--n", "65"],
          "--n 65 is larger than the test split of toy (64 images); use --n 64 or less."),

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 
 
@@ -38,6 +39,12 @@ class Split:
             torch.stack([s.labels for s in samples]),
         )
 
+    def labels(self, indices: Sequence[int]) -> torch.Tensor:
+        """Labels (N, A) of several samples (the reference correlations of CD, DiME eq. 10,
+        read them from the train split). This default loads the samples; datasets whose
+        labels sit in a table override it to skip the images."""
+        return self.batch(indices)[2]
+
 
 class Dataset:
     """Base class of dataset plugins.
@@ -46,7 +53,9 @@ class Dataset:
     `queries` maps the short names users type after `--attr` (``smile``) to attribute
     names (``Smiling``); every attribute is also accepted by its own name.
     `classifiers` maps an attribute name to the registry name of its default
-    classifier to explain.
+    classifier to explain. `protocol` is the metric set runs use unless `--protocol`
+    says otherwise: the full suite needs the evaluation networks of `cfbench.oracles`,
+    so a dataset without them names a smaller one.
     """
 
     name: str = ""
@@ -56,6 +65,13 @@ class Dataset:
     image_size: int = 0
     eval_split: str = "test"
     splits: tuple[str, ...] = ("train", "val", "test")
+    protocol: str = "cfbench-v2"
 
     def split(self, name: str) -> Split:
         raise NotImplementedError
+
+    def correlation_matrix(self) -> tuple[tuple[str, ...], np.ndarray] | None:
+        """The exact Pearson correlation matrix of the attribute labels, ``(names,
+        matrix)``, where the dataset is generated from a known model (metric ``cd_spec``);
+        None for datasets of real images."""
+        return None

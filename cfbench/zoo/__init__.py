@@ -9,6 +9,7 @@ papers' evaluation networks, trained here by `cfbench zoo train <name>`.
 | synthfaces-identity | VGGFace2 ResNet-50 | FVA, FS |
 | synthfaces-simsiam | SimSiam ResNet-50 | S³ |
 | synthfaces-ddpm | the DiME/ACE CelebA guided-diffusion DDPM | DiME, ACE |
+| synthfaces-diffae | GCD's CelebA-128 Diffusion Autoencoder | GCD |
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class ZooModel:
     """A trainable zoo entry: architecture, training recipe, and how it is used."""
 
     name: str
-    kind: str  # classifier | shortcut | oracle | identity | simsiam | ddpm
+    kind: str  # classifier | shortcut | oracle | identity | simsiam | ddpm | diffae
     description: str
     architecture: str
     arguments: dict[str, Any] = field(default_factory=dict)
@@ -108,6 +109,15 @@ ZOO: dict[str, ZooModel] = {
                            "attention_resolutions": (16, 8), "num_heads": 4},
             image_size=64, steps=30_000, batch_size=128, lr=2e-4, weight_decay=0.0, train_size=100_000,
             diffusion={"num_timesteps": 500, "schedule": "linear", "variance": "learned_range"}, ema=0.9995,
+        ),
+        ZooModel(
+            "synthfaces-diffae", "diffae",
+            "Diffusion Autoencoder (semantic encoder to a 512-d z_sem + conditional UNet) in the layout of "
+            "DiffAE/GCD's celeba128_autoenc with DiffAE's process (1000 linear steps, ε, DDIM), at 64 px.",
+            "DiffAENet", {"image_size": 64, "model_channels": 64, "channel_mult": (1, 2, 2, 2),
+                          "enc_channel_mult": (1, 2, 2, 2, 2), "dropout": 0.0},
+            image_size=64, steps=30_000, batch_size=128, lr=1e-4, weight_decay=0.0, train_size=100_000,
+            diffusion={"num_timesteps": 1000, "schedule": "linear", "variance": "fixed_large"}, ema=0.9995,
         ),
     )  # fmt: skip
 }

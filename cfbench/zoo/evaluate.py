@@ -87,3 +87,72 @@ def view_agreement(model: nn.Module, data: RenderedSet, device: torch.device) ->
     same = (z1 * z2).sum(1)
     other = (z1 * z2.roll(1, dims=0)).sum(1)
     return {"same_image_cosine": float(same.mean()), "different_image_cosine": float(other.mean())}
+
+
+def _network_outputs(role: str, images: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
+    """The synthfaces evaluation network of ``role`` on images in [0, 1]."""
+    from cfbench.oracles import load_network
+
+    network = load_network(role, "synthfaces").to(device)
+    with torch.no_grad():
+        return torch.cat([network.module(images[i : i + batch_size].to(device)).float().cpu()
+                          for i in range(0, len(images), batch_size)])  # fmt: skip
+
+
+def _distribution_figures(generated: torch.Tensor, real: RenderedSet, device: torch.device) -> dict[str, object]:
+    """FID with the synthfaces feature network, and the oracle's attribute frequencies
+    (%) on generated vs real images with the largest gap in points."""
+    from cfbench.metrics.fid import frechet_distance
+
+    fid = frechet_distance(*(_network_outputs("features", x, device) for x in (generated, real.floats(slice(None)))))
+    generated_freq = (_network_outputs("oracle", generated, device) > 0).float().mean(0) * 100
+    real_freq = (_network_outputs("oracle", real.floats(slice(None)), device) > 0).float().mean(0) * 100
+    return {
+        "fid_synthfaces_features": fid,
+        "oracle_frequency_generated": {a: round(float(v), 2) for a, v in zip(spec.ATTRIBUTES, generated_freq)},
+        "oracle_frequency_data": {a: round(float(v), 2) for a, v in zip(spec.ATTRIBUTES, real_freq)},
+        "max_frequency_gap_points": float((generated_freq - real_freq).abs().max()),
+    }
+
+
+@torch.no_grad()
+def ddpm_sample_quality(model: nn.Module, process, image_size: int, n: int, device: torch.device,
+                        batch_size: int = 250, seed: int = 0) -> dict[str, object]:  # fmt: skip
+    """``n`` ancestral samples (the process as given, e.g. respaced to 100 steps) against
+    the first ``n`` test images: FID and attribute frequencies."""
+    generator = torch.Generator().manual_seed(seed)
+    samples = torch.cat([
+        process.p_sample_loop(model, (min(batch_size, n - i), 3, image_size, image_size), generator=generator)
+        for i in range(0, n, batch_size)
+    ])  # fmt: skip
+    generated = ((samples.cpu() + 1) / 2).clamp(0, 1).mul(255).round().div(255)
+    return {"samples": n, "sampling_steps": process.num_timesteps,
+            **_distribution_figures(generated, render_set(image_size, "test", np.arange(n)), device)}  # fmt: skip
+
+
+@torch.no_grad()
+def diffae_reconstruction(model: nn.Module, image_size: int, n: int, device: torch.device, encode_steps: int = 250,
+                          render_steps: int = 100, batch_size: int = 128) -> dict[str, float]:  # fmt: skip
+    """encode → DDIM-invert → render on ``n`` fresh images: mean LPIPS (the synthfaces
+    stand-in), mean L2 on [0, 1] pixels, and the % of attribute-image pairs whose oracle
+    decision the reconstruction keeps."""
+    data = render_set(image_size, FRESH_SPLIT, fresh_indices(n))
+    x = data.floats(slice(None))
+    outputs = []
+    for i in range(0, n, batch_size):
+        x0 = x[i : i + batch_size].to(device) * 2 - 1
+        z = model.encode(x0)
+        outputs.append(((model.render(z, model.invert(x0, z, encode_steps), render_steps) + 1) / 2).clamp(0, 1).cpu())
+    reconstructed = torch.cat(outputs).mul(255).round().div(255)
+    from cfbench.oracles import load_network
+
+    lpips = load_network("perceptual", "synthfaces").to(device)
+    distance = torch.cat([lpips.module(x[i : i + batch_size].to(device), reconstructed[i : i + batch_size].to(device)).cpu()
+                          for i in range(0, n, batch_size)])  # fmt: skip
+    kept = (_network_outputs("oracle", x, device) > 0) == (_network_outputs("oracle", reconstructed, device) > 0)
+    return {
+        "images": n, "encode_steps": encode_steps, "render_steps": render_steps,
+        "lpips_synthfaces_mean": float(distance.mean()),
+        "l2_mean": float((x - reconstructed).flatten(1).norm(dim=1).mean()),
+        "oracle_attributes_kept": float(kept.float().mean() * 100),
+    }  # fmt: skip

@@ -13,6 +13,7 @@ from torch import nn
 from torchvision.models import DenseNet, ResNet
 from torchvision.models.resnet import BasicBlock
 
+from cfbench.diffusion.diffae import DiffAE, DiffAEConfig
 from cfbench.diffusion.unet import UNet, UNetConfig
 
 
@@ -111,7 +112,16 @@ class BinaryHead(nn.Module):
         return self.model(x)[:, self.index]
 
 
+def _tuples(config: dict) -> dict:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
+
+
 def GuidedUNet(**config) -> UNet:
     """The guided-diffusion UNet (`cfbench.diffusion.unet`) at a zoo configuration; unlike
     the networks above it works on [-1, 1] images at its own resolution."""
-    return UNet(UNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}))
+    return UNet(UNetConfig(**_tuples(config)))
+
+
+def DiffAENet(**config) -> DiffAE:
+    """The Diffusion Autoencoder (`cfbench.diffusion.diffae`) at a zoo configuration, on [-1, 1] images."""
+    return DiffAE(DiffAEConfig(**_tuples(config)))

@@ -83,6 +83,19 @@ def diffusion_loss(process: GaussianDiffusion) -> Loss:
     return loss
 
 
+def diffae_loss(process: GaussianDiffusion) -> Loss:
+    """DiffAE's objective: ε-MSE of the decoder conditioned on the semantic encoder's
+    z_sem of the same image, trained jointly (Preechakul et al. 2022, "Diffusion autoencoders")."""
+
+    def loss(model: nn.Module, data: RenderedSet, rows: torch.Tensor) -> torch.Tensor:
+        x0 = data.floats(rows) * 2 - 1
+        z_sem = model.encode(x0)
+        t = torch.randint(0, process.num_timesteps, (len(rows),), device=x0.device)
+        return process.training_losses(lambda x, s: model(x, s, z_sem), x0, t).mean()
+
+    return loss
+
+
 def fit(model: nn.Module, loss: Loss, data: RenderedSet, entry: ZooModel, steps: int, device: torch.device) -> tuple[nn.Module, list[float]]:
     """AdamW with linear warm-up and cosine decay; bf16 autocast on CUDA. Returns the
     trained network, or its exponential moving average when the recipe keeps one."""
@@ -155,6 +168,7 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
         "identity": identity_loss,
         "simsiam": simsiam_loss,
         "ddpm": diffusion_loss(entry.process()) if entry.diffusion else None,
+        "diffae": diffae_loss(entry.process()) if entry.diffusion else None,
     }[entry.kind]
     began = time.time()
     model, history = fit(model, loss, data, entry, steps, device)
@@ -213,6 +227,10 @@ def measure(name: str, model: nn.Module, device: torch.device, n: int, weights_d
         }
     if entry.kind == "identity":
         return {"eval_images": n, **ev.identity_verification(model, data, device)}
+    if entry.kind == "ddpm":
+        return ev.ddpm_sample_quality(model, entry.process(respacing=100), entry.image_size, n, device)
+    if entry.kind == "diffae":
+        return ev.diffae_reconstruction(model, entry.image_size, min(n, 256), device)
     return {"eval_images": n, **ev.view_agreement(model, data, device)}
 
 

@@ -30,7 +30,7 @@ from cfbench.datasets.synthfaces.hashing import uniforms
 from cfbench.datasets.synthfaces.render import region_masks as _region_masks
 from cfbench.datasets.synthfaces.render import render_scenes
 from cfbench.datasets.synthfaces.scene import IDENTITY_UNIFORMS, NUISANCE_UNIFORMS, Identity, Nuisance, SceneParams
-from cfbench.datasets.synthfaces.spec import ATTRIBUTES, INDEX, attributes_from_uniforms
+from cfbench.datasets.synthfaces.spec import ATTRIBUTES, INDEX, attributes_from_uniforms, correlation_matrix
 from cfbench.errors import CfbenchError
 
 SPLIT_NUMBERS = {"train": 0, "val": 1, "test": 2}
@@ -252,6 +252,10 @@ class SynthFaces(Dataset):
                 name, self.sizes[name], self.image_size, self.seed, self.images_per_identity, self.supersample
             )
         return self._splits[name]
+
+    def correlation_matrix(self) -> tuple[tuple[str, ...], np.ndarray]:
+        """Exact label correlations of the generative model (`spec.correlation_matrix`)."""
+        return correlation_matrix()
 
 
 class SynthFaces64(SynthFaces):
