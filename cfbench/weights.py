@@ -71,6 +71,11 @@ WEIGHTS: dict[str, PublishedWeights] = {
             "torchvision ImageNet VGG16 state dict; LPIPS-VGG reads its features.* into the lpips trunk",
         ),
         PublishedWeights(
+            "vgg19-imagenet", "vgg19-dcbb9e9d.pth", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+            "torchvision.models:vgg19 (features only, DiME's L_perc)", "BSD-3-Clause (torchvision)",
+            "torchvision ImageNet VGG19 state dict; DiME reads its features.* (strictly) and uses features[:18]",
+        ),
+        PublishedWeights(
             "vggface2-resnet50", "resnet50_ft_weight.pkl",
             "https://github.com/cydonia999/VGGFace2-pytorch (resnet50_ft, Google Drive link in its README)",
             "cfbench.oracles.vggface2:VGGFace2ResNet50",

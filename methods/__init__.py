@@ -23,6 +23,13 @@ METHODS.lazy(
     paper="Madry et al., ICLR 2018",
     access="white-box",
 )
+METHODS.lazy(
+    "dime",
+    "cfbench.methods.dime:DiME",
+    description="DiME: guided diffusion with the classifier's gradients on clean estimates, O(τ²) UNet calls",
+    paper="Jeanneret et al., ACCV 2022",
+    access="white-box",
+)
 
 __all__ = ["METHODS", "Counterfactuals", "Method", "MethodConfig", "hparam"]
 
