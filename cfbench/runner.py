@@ -106,6 +106,7 @@ class Run:
         self.config = self.method_cls.resolve_config(spec.dataset, self.profile, spec.overrides)
         self.device = pick_device(spec.device)
         self.network = load_classifier(self.classifier_name, self.attribute).to(self.device)
+        self.method = self.method_cls(self.config, self.device)  # missing weights fail before any directory exists
         self.identity = {
             "method": spec.method,
             "dataset": spec.dataset,
@@ -141,7 +142,7 @@ class Run:
         )
         with exclusive_lock(self.record.path / ".lock", wait=False, what=f"run directory {self.record.path}"):
             network = self.network
-            method = self.method_cls(self.config, self.device)
+            method = self.method
             table = self.record.read_table()
             done = {  # a sample is finished when its row and both images are on disk
                 index for index, sample_id in zip(table.get("index", []), table.get("id", []))

@@ -290,3 +290,4 @@ def test_missing_zoo_ddpm_is_one_error_line(workdir):
     assert result.exit_code != 0
     line = assert_one_error_line(result.stderr, result.stdout)
     assert "zoo weights 'synthfaces-ddpm' not found" in line and "cfbench zoo train synthfaces-ddpm" in line
+    assert not (workdir / "runs").exists(), "the run directory is created only once the method has loaded"
