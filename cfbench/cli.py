@@ -15,7 +15,7 @@ import click
 
 from cfbench.errors import CfbenchError
 
-KINDS = ("methods", "datasets", "metrics", "classifiers")
+KINDS = ("methods", "datasets", "metrics", "classifiers", "networks")
 
 
 def load_plugin_modules() -> None:
@@ -62,6 +62,8 @@ def _registry(kind: str):
         from cfbench.datasets import DATASETS as registry
     elif kind == "metrics":
         from cfbench.metrics import METRICS as registry
+    elif kind == "networks":
+        from cfbench.oracles import NETWORKS as registry
     else:
         from cfbench.classifiers import CLASSIFIERS as registry
     return registry
@@ -79,7 +81,7 @@ def list_command(kind: str | None) -> None:
             meta = registry.describe(name)
             extras = [meta[k] for k in ("paper", "access") if meta.get(k)]
             suffix = f"  [{'; '.join(extras)}]" if extras else ""
-            click.echo(f"  {name:<14} {meta.get('description', '')}{suffix}")
+            click.echo(f"  {name:<20} {meta.get('description', '')}{suffix}")
 
 
 def _parse_pairs(values: tuple[str, ...], option: str = "--set") -> dict[str, str]:
