@@ -18,10 +18,8 @@ from cfbench.oracles import inception, lpips_vgg, simsiam, synthfaces
 from cfbench.weights import WEIGHTS
 from cfbench.zoo import evaluate as ev
 from cfbench.zoo.data import render_set
-from cfbench.zoo.weights import WEIGHTS_DIR
 
 CPU = torch.device("cpu")
-IDENTITY_WEIGHTS = WEIGHTS_DIR / "synthfaces-identity.safetensors"
 
 
 def images(n: int, size: int, seed: int) -> torch.Tensor:
@@ -54,7 +52,6 @@ def test_synthfaces_networks_load_as_labelled_stand_ins(name, role, width):
     assert load_network(role, "synthfaces64").name == name
 
 
-@pytest.mark.skipif(not IDENTITY_WEIGHTS.exists(), reason=f"synthfaces-identity not trained yet ({IDENTITY_WEIGHTS})")
 def test_synthfaces_identity_loads():
     network = load_network("identity", "synthfaces")
     assert (network.name, network.stand_in) == ("synthfaces-identity", True)

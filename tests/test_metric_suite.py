@@ -450,12 +450,9 @@ def synthfaces_case():
     from cfbench.classifiers import load_classifier
     from cfbench.datasets import get_dataset
 
-    try:
-        classifier = load_classifier("synthfaces-densenet", "Smiling")
-        networks = {role: EvalData(pd.DataFrame(), None).network(role) for role in ("oracle", "features", "simsiam",
-                                                                                     "perceptual")}
-    except CfbenchError as error:
-        pytest.skip(f"synthfaces zoo weights missing: {error}")
+    classifier = load_classifier("synthfaces-densenet", "Smiling")
+    networks = {role: EvalData(pd.DataFrame(), None).network(role) for role in ("oracle", "features", "simsiam",
+                                                                                 "perceptual")}
     split = get_dataset("synthfaces").split("test")
     indices = list(range(8))
     ids, originals, labels = split.batch(indices)

@@ -17,9 +17,10 @@ from cfbench.zoo.networks import BinaryHead
 from cfbench.zoo.weights import WEIGHTS_DIR, load_weights, save_weights
 
 CPU = torch.device("cpu")
-#: The zoo models whose weights ship with the package; the
-#: identity encoder does not reach its bar yet and is not shipped.
-SHIPPED = ("synthfaces-densenet", "synthfaces-shortcut-smile", "synthfaces-oracle", "synthfaces-simsiam")
+#: The zoo models whose weights ship with the package (the diffusion models are
+#: trained on a GPU and land separately, with a budget of their own).
+SHIPPED = ("synthfaces-densenet", "synthfaces-shortcut-smile", "synthfaces-oracle", "synthfaces-identity",
+           "synthfaces-simsiam")
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +43,13 @@ def test_shortcut_classifier_uses_the_cheeks_and_the_clean_one_does_not():
     assert ev.intervention_flip_rate(clean, 128, "Rosy_Cheeks", 256, CPU, workers=2) <= 10.0
 
 
+def test_identity_encoder_verifies_identities(fresh):
+    """FVA's rule (cosine > 0.5): same person under other attributes ≥ 97% of pairs,
+    different people ≤ 3%."""
+    figures = ev.identity_verification(ZOO["synthfaces-identity"].load(), fresh, CPU)
+    assert figures["same_identity_above"] >= 97.0 and figures["different_identity_above"] <= 3.0, figures
+
+
 def test_simsiam_views_of_one_image_agree_more_than_different_images(fresh):
     figures = ev.view_agreement(ZOO["synthfaces-simsiam"].load(), fresh, CPU)
     assert figures["same_image_cosine"] > figures["different_image_cosine"] + 0.5
@@ -61,8 +69,10 @@ def test_model_cards_state_what_was_measured():
 
 
 def test_zoo_weights_fit_the_size_budget():
-    total = sum(path.stat().st_size for path in WEIGHTS_DIR.glob("*.safetensors"))
-    assert total <= 40 * 2**20
+    sizes = {path.stem: path.stat().st_size for path in WEIGHTS_DIR.glob("*.safetensors")}
+    diffusion = {name for name, entry in ZOO.items() if entry.kind in ("ddpm", "diffae")}
+    assert sum(size for name, size in sizes.items() if name not in diffusion) <= 40 * 2**20
+    assert sum(size for name, size in sizes.items() if name in diffusion) <= 60 * 2**20
 
 
 def test_weights_round_trip_and_strict_errors(tmp_path):

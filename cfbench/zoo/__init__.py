@@ -91,8 +91,8 @@ ZOO: dict[str, ZooModel] = {
             "synthfaces-identity", "identity",
             "Face-identity encoder for FVA and FS (stand-in for VGGFace2 ResNet-50), trained with the supervised "
             "contrastive loss over identities rendered under different attributes plus a hinge that keeps "
-            "different identities below cosine 0.2.",
-            "DenseNetBC", {"out_dim": 128, "resolution": 64}, per_identity=4, batch_size=128, steps=2500,
+            "different identities below cosine 0.1.",
+            "DenseNetBC", {"out_dim": 128, "resolution": 64}, per_identity=4, batch_size=128, steps=3000,
             train_size=40_000,
         ),
         ZooModel(

@@ -23,11 +23,12 @@ def simsiam(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tens
     return -(F.cosine_similarity(p1, z2.detach(), dim=1).mean() + F.cosine_similarity(p2, z1.detach(), dim=1).mean()) / 2
 
 
-def impostor_margin(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
+def impostor_margin(embeddings: torch.Tensor, labels: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
     """Contrastive hinge on different-label pairs (Hadsell et al., CVPR 2006, eq. 4, on
-    cosine similarity): penalises every impostor pair whose cosine exceeds ``margin``.
-    SupCon only ranks impostors below genuine pairs; FVA's fixed threshold (cos > 0.5)
-    also needs them low in absolute terms."""
+    cosine similarity), averaged over the pairs that violate it: pushes every impostor
+    pair whose cosine exceeds ``margin`` back under it. SupCon only ranks impostors
+    below genuine pairs; FVA's fixed threshold (cos > 0.5) also needs them low in
+    absolute terms."""
     z = F.normalize(embeddings.float(), dim=1)
-    impostors = labels[:, None] != labels[None, :]
-    return F.relu(z @ z.T - margin)[impostors].pow(2).mean()
+    violations = F.relu(z @ z.T - margin)[labels[:, None] != labels[None, :]]
+    return violations.pow(2).sum() / violations.gt(0).sum().clamp_min(1)
