@@ -145,9 +145,10 @@ def run(method, dataset, attr, classifier, n, batch_size, seed, seeds, device, p
         ))
         for s in seed_list
     ]  # fmt: skip
+    if len(jobs) > 1:  # every seed's counterfactuals first, so that each run's σL compares them all
+        for job in jobs:
+            job.execute(evaluate=False)
     results = [job.execute() for job in jobs]
-    if len(jobs) > 1:  # now that every seed exists, each run's σL can compare them all
-        results = [job.execute() for job in jobs]
     for job, metrics in zip(jobs, results):
         click.echo(f"run {job.run_id}: {job.record.path}")
         for name, result in metrics.items():

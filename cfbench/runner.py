@@ -127,8 +127,9 @@ class Run:
         return self.record.path.name
 
     # -- the loop -------------------------------------------------------------------
-    def execute(self) -> dict[str, Any]:
-        """Generate what is missing, then compute and write the metrics."""
+    def execute(self, evaluate: bool = True) -> dict[str, Any]:
+        """Generate what is missing, then (unless ``evaluate`` is False) compute and write
+        the metrics."""
         self.record.open(
             self.identity,
             {
@@ -161,6 +162,8 @@ class Run:
                     chunk = todo[start : start + self.spec.batch_size]
                     self.record.append_rows(self._explain_batch(method, network, chunk))
                     bar.update(len(chunk))
+            if not evaluate:
+                return {}
             table = self.record.read_table()
             table = table[table["index"] < self.spec.n].reset_index(drop=True)
             metrics = self._metrics(table, network)

@@ -27,6 +27,18 @@ def metrics_of(run_dir: Path) -> dict:
 
 
 # -- baselines ---------------------------------------------------------------------------------
+def test_seeds_make_one_run_each_and_sigma_l_compares_them(workdir):
+    """`--seeds`: one record per seed; every run's σL (DiME eq. 11) sees the other seed."""
+    args = toy_run(*PGD_SETS, "--seeds", "0,1", "--metric", "sigma_l", "--network", "perceptual=synthfaces-lpips",
+                   n=4, method="pgd")  # fmt: skip
+    ok(invoke(*args))
+    runs = sorted((workdir / "runs" / "toy_bright").iterdir())
+    assert sorted(json.loads((r / "run.json").read_text())["identity"]["seed"] for r in runs) == [0, 1]
+    for run_dir in runs:
+        sigma = metrics_of(run_dir)["sigma_l"]
+        assert sigma["n"] == 4 and sigma["value"] > 0 and "synthfaces-lpips" in sigma["network"]
+
+
 def test_identity_flips_nothing(workdir):
     out = ok(invoke(*toy_run(n=16))).stdout
     run_dir = only_run_dir(workdir / "runs")
