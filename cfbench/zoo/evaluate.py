@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cfbench.datasets.synthfaces import spec
+from cfbench.record import quantize
 from cfbench.zoo.augment import simsiam_view
 from cfbench.zoo.data import RenderedSet, render_set
 
@@ -89,14 +90,18 @@ def view_agreement(model: nn.Module, data: RenderedSet, device: torch.device) ->
     return {"same_image_cosine": float(same.mean()), "different_image_cosine": float(other.mean())}
 
 
-def _network_outputs(role: str, images: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
-    """The synthfaces evaluation network of ``role`` on images in [0, 1]."""
+def _synthfaces_network(role: str, device: torch.device) -> nn.Module:
+    """The synthfaces evaluation network of ``role`` (`cfbench.oracles`)."""
     from cfbench.oracles import load_network
 
-    network = load_network(role, "synthfaces").to(device)
-    with torch.no_grad():
-        return torch.cat([network.module(images[i : i + batch_size].to(device)).float().cpu()
-                          for i in range(0, len(images), batch_size)])  # fmt: skip
+    return load_network(role, "synthfaces").to(device).module
+
+
+@torch.no_grad()
+def _outputs(network: nn.Module, device: torch.device, *images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """``network`` on images in [0, 1] (one batch, or two for a perceptual distance), batched."""
+    return torch.cat([network(*(x[i : i + batch_size].to(device) for x in images)).float().cpu()
+                      for i in range(0, len(images[0]), batch_size)])  # fmt: skip
 
 
 def _distribution_figures(generated: torch.Tensor, real: RenderedSet, device: torch.device) -> dict[str, object]:
@@ -104,9 +109,11 @@ def _distribution_figures(generated: torch.Tensor, real: RenderedSet, device: to
     (%) on generated vs real images with the largest gap in points."""
     from cfbench.metrics.fid import frechet_distance
 
-    fid = frechet_distance(*(_network_outputs("features", x, device) for x in (generated, real.floats(slice(None)))))
-    generated_freq = (_network_outputs("oracle", generated, device) > 0).float().mean(0) * 100
-    real_freq = (_network_outputs("oracle", real.floats(slice(None)), device) > 0).float().mean(0) * 100
+    real_images = real.floats(slice(None))
+    features, oracle = _synthfaces_network("features", device), _synthfaces_network("oracle", device)
+    fid = frechet_distance(_outputs(features, device, generated), _outputs(features, device, real_images))
+    generated_freq = (_outputs(oracle, device, generated) > 0).float().mean(0) * 100
+    real_freq = (_outputs(oracle, device, real_images) > 0).float().mean(0) * 100
     return {
         "fid_synthfaces_features": fid,
         "oracle_frequency_generated": {a: round(float(v), 2) for a, v in zip(spec.ATTRIBUTES, generated_freq)},
@@ -125,7 +132,7 @@ def ddpm_sample_quality(model: nn.Module, process, image_size: int, n: int, devi
         process.p_sample_loop(model, (min(batch_size, n - i), 3, image_size, image_size), generator=generator)
         for i in range(0, n, batch_size)
     ])  # fmt: skip
-    generated = ((samples.cpu() + 1) / 2).clamp(0, 1).mul(255).round().div(255)
+    generated = quantize((samples + 1) / 2).float() / 255  # as a run saves images
     return {"samples": n, "sampling_steps": process.num_timesteps,
             **_distribution_figures(generated, render_set(image_size, "test", np.arange(n)), device)}  # fmt: skip
 
@@ -142,14 +149,11 @@ def diffae_reconstruction(model: nn.Module, image_size: int, n: int, device: tor
     for i in range(0, n, batch_size):
         x0 = x[i : i + batch_size].to(device) * 2 - 1
         z = model.encode(x0)
-        outputs.append(((model.render(z, model.invert(x0, z, encode_steps), render_steps) + 1) / 2).clamp(0, 1).cpu())
-    reconstructed = torch.cat(outputs).mul(255).round().div(255)
-    from cfbench.oracles import load_network
-
-    lpips = load_network("perceptual", "synthfaces").to(device)
-    distance = torch.cat([lpips.module(x[i : i + batch_size].to(device), reconstructed[i : i + batch_size].to(device)).cpu()
-                          for i in range(0, n, batch_size)])  # fmt: skip
-    kept = (_network_outputs("oracle", x, device) > 0) == (_network_outputs("oracle", reconstructed, device) > 0)
+        outputs.append(quantize((model.render(z, model.invert(x0, z, encode_steps), render_steps) + 1) / 2))
+    reconstructed = torch.cat(outputs).float() / 255  # as a run saves images
+    distance = _outputs(_synthfaces_network("perceptual", device), device, x, reconstructed, batch_size=batch_size)
+    oracle = _synthfaces_network("oracle", device)
+    kept = (_outputs(oracle, device, x) > 0) == (_outputs(oracle, device, reconstructed) > 0)
     return {
         "images": n, "encode_steps": encode_steps, "render_steps": render_steps,
         "lpips_synthfaces_mean": float(distance.mean()),
