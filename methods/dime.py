@@ -188,14 +188,12 @@ def vgg19_features(layer: int, path: Path | str | None = None) -> FeatureDistanc
     """L_perc on torchvision's ImageNet VGG19 ``features[:layer]`` (DiME: layer 18, relu3_4),
     from ``vgg19-dcbb9e9d.pth`` (weights cache or ``path``); every ``features.*`` key of
     the file is loaded strictly, its ``classifier.*`` keys are not used."""
-    from cfbench.checkpoints import load_strict, read_torch
-    from cfbench.weights import WEIGHTS, locate
-
-    found = locate("vgg19-imagenet", path)
-    state = read_torch(found, "VGG19 weights file", WEIGHTS["vgg19-imagenet"].url)
-    if not isinstance(state, dict):
-        raise CfbenchError(f"{found} is not a VGG19 state dict: it holds a {type(state).__name__}.")
     from torchvision.models.vgg import cfgs, make_layers
+
+    from cfbench.checkpoints import load_strict
+    from cfbench.oracles.published import published_state
+
+    found, state = published_state("vgg19-imagenet", path, "VGG19 weights file")
 
     features = make_layers(cfgs["E"])
     names = {k: f"features.{k}" for k in features.state_dict()}

@@ -110,10 +110,6 @@ NETWORKS.lazy(
     description="LPIPS v0.1 with the ImageNet VGG16 trunk, on [-1, 1] inputs, for sigma_L",
     paper="Zhang et al., CVPR 2018 (lpips package); used by DiME, ACCV 2022 and ACE, CVPR 2023",
 )  # fmt: skip
-for _dataset in ("celeba", "celebahq"):
-    DEFAULTS.setdefault(_dataset, {}).update(
-        features="inception-v3-fid", simsiam="simsiam-resnet50", perceptual="lpips-vgg"
-    )
 
 
 # -- the VGGFace2 family: FVA/FS identity networks and the CelebA(-HQ) attribute oracles
@@ -138,7 +134,10 @@ NETWORKS.lazy(
     paper="Jacob et al., ECCV 2022 (STEEX); used by ACE, CVPR 2023",
 )  # fmt: skip
 for _dataset in ("celeba", "celebahq"):
-    DEFAULTS.setdefault(_dataset, {}).update(oracle=f"{_dataset}-oracle", identity="vggface2-resnet50")
+    DEFAULTS[_dataset] = {
+        "oracle": f"{_dataset}-oracle", "identity": "vggface2-resnet50", "simsiam": "simsiam-resnet50",
+        "features": "inception-v3-fid", "perceptual": "lpips-vgg",
+    }  # fmt: skip
 
 
 def load_network(role: str, dataset: str, choice: str | None = None, path: Path | None = None) -> EvalNetwork:
