@@ -72,31 +72,26 @@ def simsiam_loss(model: nn.Module, data: RenderedSet, rows: torch.Tensor) -> tor
     return simsiam(model.predictor(z1), model.predictor(z2), z1, z2)
 
 
-def diffusion_loss(process: GaussianDiffusion) -> Loss:
-    """L_hybrid at uniformly drawn timesteps on [-1, 1] images (Nichol & Dhariwal 2021, §3.1)."""
+def diffusion_loss(process: GaussianDiffusion, autoencoder: bool = False) -> Loss:
+    """L_hybrid at uniformly drawn timesteps on [-1, 1] images (Nichol & Dhariwal 2021,
+    §3.1). For a Diffusion Autoencoder the decoder is conditioned on the semantic
+    encoder's z_sem of the same image, and both train jointly (Preechakul et al. 2022)."""
 
     def loss(model: nn.Module, data: RenderedSet, rows: torch.Tensor) -> torch.Tensor:
         x0 = data.floats(rows) * 2 - 1
+        denoiser = model
+        if autoencoder:
+            z_sem = model.encode(x0)
+            denoiser = lambda x, t: model(x, t, z_sem)  # noqa: E731
         t = torch.randint(0, process.num_timesteps, (len(rows),), device=x0.device)
-        return process.training_losses(model, x0, t).mean()
+        return process.training_losses(denoiser, x0, t).mean()
 
     return loss
 
 
-def diffae_loss(process: GaussianDiffusion) -> Loss:
-    """DiffAE's objective: ε-MSE of the decoder conditioned on the semantic encoder's
-    z_sem of the same image, trained jointly (Preechakul et al. 2022, "Diffusion autoencoders")."""
-
-    def loss(model: nn.Module, data: RenderedSet, rows: torch.Tensor) -> torch.Tensor:
-        x0 = data.floats(rows) * 2 - 1
-        z_sem = model.encode(x0)
-        t = torch.randint(0, process.num_timesteps, (len(rows),), device=x0.device)
-        return process.training_losses(lambda x, s: model(x, s, z_sem), x0, t).mean()
-
-    return loss
-
-
-def fit(model: nn.Module, loss: Loss, data: RenderedSet, entry: ZooModel, steps: int, device: torch.device) -> tuple[nn.Module, list[float]]:
+def fit(
+    model: nn.Module, loss: Loss, data: RenderedSet, entry: ZooModel, steps: int, device: torch.device
+) -> tuple[nn.Module, list[float]]:
     """AdamW with linear warm-up and cosine decay; bf16 autocast on CUDA. Returns the
     trained network, or its exponential moving average when the recipe keeps one."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=entry.lr, weight_decay=entry.weight_decay)
@@ -161,15 +156,16 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
     data = training_set(entry.image_size, entry.kind == "shortcut", train_size, device)
     render_seconds = time.time() - began
     model = entry.build().to(device).to(memory_format=torch.channels_last)
-    loss = {
-        "classifier": multilabel_loss(list(range(len(spec.ATTRIBUTES)))),
-        "oracle": multilabel_loss(list(range(len(spec.ATTRIBUTES)))),
-        "shortcut": multilabel_loss([spec.INDEX["Smiling"]]),
-        "identity": identity_loss,
-        "simsiam": simsiam_loss,
-        "ddpm": diffusion_loss(entry.process()) if entry.diffusion else None,
-        "diffae": diffae_loss(entry.process()) if entry.diffusion else None,
-    }[entry.kind]
+    if entry.kind in ("ddpm", "diffae"):
+        loss = diffusion_loss(entry.process(), autoencoder=entry.kind == "diffae")
+    else:
+        loss = {
+            "classifier": multilabel_loss(list(range(len(spec.ATTRIBUTES)))),
+            "oracle": multilabel_loss(list(range(len(spec.ATTRIBUTES)))),
+            "shortcut": multilabel_loss([spec.INDEX["Smiling"]]),
+            "identity": identity_loss,
+            "simsiam": simsiam_loss,
+        }[entry.kind]
     began = time.time()
     model, history = fit(model, loss, data, entry, steps, device)
     train_seconds = time.time() - began
