@@ -203,9 +203,14 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
 
 
 def measure(name: str, model: nn.Module, device: torch.device, n: int, weights_dir: Path = WEIGHTS_DIR) -> dict:
-    """The figures a model card states, on ``n`` freshly rendered validation images
-    (the shortcut model is compared with the clean classifier in ``weights_dir``)."""
+    """The figures a model card states, on ``n`` freshly rendered validation images (the
+    DDPM's samples against test images; the shortcut model is compared with the clean
+    classifier in ``weights_dir``)."""
     entry = ZOO[name]
+    if entry.kind == "ddpm":
+        return ev.ddpm_sample_quality(model, entry.process(respacing=100), entry.image_size, n, device)
+    if entry.kind == "diffae":
+        return ev.diffae_reconstruction(model, entry.image_size, min(n, 256), device)
     data = render_set(entry.image_size, ev.FRESH_SPLIT, ev.fresh_indices(n))
     if entry.kind in ("classifier", "oracle"):
         return {"eval_images": n, "accuracy": ev.attribute_accuracy(model, data, device)}
@@ -223,10 +228,6 @@ def measure(name: str, model: nn.Module, device: torch.device, n: int, weights_d
         }
     if entry.kind == "identity":
         return {"eval_images": n, **ev.identity_verification(model, data, device)}
-    if entry.kind == "ddpm":
-        return ev.ddpm_sample_quality(model, entry.process(respacing=100), entry.image_size, n, device)
-    if entry.kind == "diffae":
-        return ev.diffae_reconstruction(model, entry.image_size, min(n, 256), device)
     return {"eval_images": n, **ev.view_agreement(model, data, device)}
 
 
