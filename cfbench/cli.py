@@ -197,9 +197,11 @@ def zoo_list() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="folder for the weights (default: the package's)")
+@click.option("--resume", is_flag=True, help="go on from the training state saved in $CFBENCH_HOME/zoo-checkpoints "
+              "(to a larger --steps for a constant-rate recipe)")
 @one_line_errors
 def zoo_train(names: tuple[str, ...], steps: int | None, train_size: int | None, eval_size: int, seed: int, device: str,
-              out: Path | None) -> None:  # fmt: skip
+              out: Path | None, resume: bool) -> None:  # fmt: skip
     """Train zoo models (in the order given; they share rendered data), measure them,
     and write weights + model cards."""
     from cfbench.errors import CfbenchError
@@ -212,5 +214,5 @@ def zoo_train(names: tuple[str, ...], steps: int | None, train_size: int | None,
     if unknown:
         raise CfbenchError(f"Unknown zoo model {unknown[0]!r}. Known: {', '.join(ZOO)}.")
     for name in names:
-        record = train(name, pick_device(device), steps, train_size, seed, out or WEIGHTS_DIR, eval_size)
+        record = train(name, pick_device(device), steps, train_size, seed, out or WEIGHTS_DIR, eval_size, resume)
         click.echo(f"{name}: {json.dumps(record['measured'])}")

@@ -1,5 +1,5 @@
-"""The synthfaces diffusion recipes train, measure and write their weights end to end
-(tiny widths, two steps: the real recipes run on a GPU)."""
+"""The synthfaces diffusion recipes train, measure and write their weights end to end,
+and resume from their saved training state (tiny widths, a few steps)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,18 +9,28 @@ import pytest
 import torch
 
 from cfbench import zoo
-from cfbench.zoo.train import train
+from cfbench.errors import CfbenchError
+from cfbench.zoo.train import checkpoint_path, train
 from cfbench.zoo.weights import load_weights
+
+CPU = torch.device("cpu")
+
+
+def tiny_recipe(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path, **changes) -> None:
+    """The recipe at tiny widths, its training state kept under ``tmp_path``."""
+    monkeypatch.setenv("CFBENCH_HOME", str(tmp_path / "home"))
+    entry = zoo.ZOO[name]
+    tiny = {**entry.arguments, "model_channels": 32, "channel_mult": (1, 1), "attention_resolutions": ()}
+    if entry.kind == "diffae":
+        tiny["enc_channel_mult"] = (1, 1, 1)
+    monkeypatch.setitem(zoo.ZOO, name, dataclasses.replace(entry, arguments=tiny, batch_size=4, **changes))
 
 
 @pytest.mark.parametrize("name", ["synthfaces-ddpm", "synthfaces-diffae"])
 def test_diffusion_recipe_trains_measures_and_saves(name, tmp_path, monkeypatch):
     entry = zoo.ZOO[name]
-    tiny = {**entry.arguments, "model_channels": 32, "channel_mult": (1, 1), "attention_resolutions": ()}
-    if entry.kind == "diffae":
-        tiny["enc_channel_mult"] = (1, 1, 1)
-    monkeypatch.setitem(zoo.ZOO, name, dataclasses.replace(entry, arguments=tiny, batch_size=4))
-    record = train(name, torch.device("cpu"), steps=2, train_size=16, seed=0, out_dir=tmp_path, eval_size=4)
+    tiny_recipe(name, monkeypatch, tmp_path)
+    record = train(name, CPU, steps=2, train_size=16, seed=0, out_dir=tmp_path, eval_size=4)
     measured = record["measured"]
     if entry.kind == "ddpm":
         assert measured["samples"] == 4 and measured["sampling_steps"] == 100
@@ -32,3 +42,45 @@ def test_diffusion_recipe_trains_measures_and_saves(name, tmp_path, monkeypatch)
     assert json.loads((tmp_path / f"{name}.json").read_text())["training"]["steps"] == 2
     assert (tmp_path / f"{name}.md").read_text().startswith(f"# {name}")
     load_weights(zoo.ZOO[name].build(), tmp_path / f"{name}.safetensors", name)  # strict round trip
+
+
+def saved_weights(path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_resumed_training_equals_uninterrupted_training(tmp_path, monkeypatch):
+    """3 steps, then resumed to 5, give the weights (EMA) of 5 steps in one go: the
+    network, EMA, optimiser, schedule and random state all come back."""
+    name = "synthfaces-ddpm"
+    tiny_recipe(name, monkeypatch, tmp_path)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    record = train(name, CPU, steps=5, train_size=16, seed=0, out_dir=straight, eval_size=4)
+    train(name, CPU, steps=3, train_size=16, seed=0, out_dir=resumed, eval_size=4)
+    again = train(name, CPU, steps=5, train_size=16, seed=0, out_dir=resumed, eval_size=4, resume=True)
+    assert again["training"]["steps"] == 5
+    assert again["training"]["loss_history"][-1] == record["training"]["loss_history"][-1]
+    a, b = saved_weights(straight / f"{name}.safetensors"), saved_weights(resumed / f"{name}.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_missing_or_foreign_training_state(tmp_path, monkeypatch):
+    name = "synthfaces-ddpm"
+    tiny_recipe(name, monkeypatch, tmp_path)
+    with pytest.raises(CfbenchError, match="no training state"):
+        train(name, CPU, steps=2, train_size=16, seed=0, out_dir=tmp_path, eval_size=4, resume=True)
+    train(name, CPU, steps=2, train_size=16, seed=0, out_dir=tmp_path, eval_size=4)
+    with pytest.raises(CfbenchError, match="different recipe or run"):
+        train(name, CPU, steps=4, train_size=16, seed=1, out_dir=tmp_path, eval_size=4, resume=True)
+    checkpoint_path(name).write_bytes(b"not a checkpoint")
+    with pytest.raises(CfbenchError, match="not a readable training state"):
+        train(name, CPU, steps=4, train_size=16, seed=0, out_dir=tmp_path, eval_size=4, resume=True)
+
+
+def test_cosine_recipe_resumes_only_to_its_own_step_count(tmp_path, monkeypatch):
+    name = "synthfaces-ddpm"
+    tiny_recipe(name, monkeypatch, tmp_path, lr_schedule="cosine")
+    train(name, CPU, steps=2, train_size=16, seed=0, out_dir=tmp_path, eval_size=4)
+    with pytest.raises(CfbenchError, match="resume it with --steps 2"):
+        train(name, CPU, steps=4, train_size=16, seed=0, out_dir=tmp_path, eval_size=4, resume=True)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -18,6 +19,8 @@ from tqdm import tqdm
 
 from cfbench.datasets.synthfaces import spec
 from cfbench.diffusion.gaussian import GaussianDiffusion
+from cfbench.errors import CfbenchError
+from cfbench.weights import home
 from cfbench.zoo import ZOO, ZooModel
 from cfbench.zoo import evaluate as ev
 from cfbench.zoo.augment import simsiam_view
@@ -89,25 +92,87 @@ def diffusion_loss(process: GaussianDiffusion, autoencoder: bool = False) -> Los
     return loss
 
 
-def fit(
-    model: nn.Module, loss: Loss, data: RenderedSet, entry: ZooModel, steps: int, device: torch.device
-) -> tuple[nn.Module, list[float]]:
-    """AdamW with linear warm-up and cosine decay; bf16 autocast on CUDA. Returns the
-    trained network, or its exponential moving average when the recipe keeps one."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=entry.lr, weight_decay=entry.weight_decay)
+def learning_rate_factor(entry: ZooModel, steps: int) -> Callable[[int], float]:
+    """Linear warm-up over the first 5% of ``steps``, then the recipe's schedule."""
     warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
-    history = []
+    if entry.lr_schedule == "constant":
+        return lambda s: min(1.0, (s + 1) / warmup)
+    return lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+
+
+def checkpoint_path(name: str) -> Path:
+    """The training state of an unfinished or resumable run, outside the work tree."""
+    return home() / "zoo-checkpoints" / f"{name}.pt"
+
+
+class TrainingState:
+    """Everything `fit` needs to go on where it stopped: network, EMA, optimiser,
+    schedule, step, loss history, seconds spent and the sampler's random state. Saved
+    atomically every ``every`` steps, so an interrupted run loses at most that many."""
+
+    def __init__(self, path: Path, entry: ZooModel, steps: int, train_size: int, seed: int, every: int = 200):
+        self.path, self.entry, self.steps, self.every = path, entry, steps, every
+        self.identity = {"name": entry.name, "arguments": _jsonable(entry.arguments), "train_size": train_size,
+                         "seed": seed, "batch_size": entry.batch_size, "lr": entry.lr}  # fmt: skip
+
+    def save(self, step: int, parts: dict[str, Any], history: list[float], seconds: float) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        state = {"identity": self.identity, "steps": self.steps, "step": step, "history": history,
+                 "seconds": seconds, "rng": torch.get_rng_state(),
+                 **{key: part.state_dict() for key, part in parts.items()}}  # fmt: skip
+        partial = self.path.with_suffix(".partial")
+        torch.save(state, partial)
+        os.replace(partial, self.path)
+
+    def load(self, parts: dict[str, Any], device: torch.device) -> tuple[int, list[float], float]:
+        """Restore ``parts`` in place; returns (step, history, seconds)."""
+        if not self.path.exists():
+            raise CfbenchError(f"no training state of {self.entry.name!r} to resume at {self.path}.")
+        try:
+            state = torch.load(self.path, map_location=device, weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is one message
+            raise CfbenchError(f"{self.path} is not a readable training state ({e}).") from None
+        if state.get("identity") != self.identity:
+            raise CfbenchError(f"{self.path} was saved by a different recipe or run ({state.get('identity')}); "
+                               "remove it or train without --resume.")  # fmt: skip
+        if self.entry.lr_schedule != "constant" and state["steps"] != self.steps:
+            raise CfbenchError(f"{self.entry.name!r} decays its learning rate over {state['steps']} steps; resume "
+                               f"it with --steps {state['steps']}.")  # fmt: skip
+        for key, part in parts.items():
+            part.load_state_dict(state[key])
+        torch.set_rng_state(state["rng"])
+        return state["step"], state["history"], state["seconds"]
+
+
+def _jsonable(arguments: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in arguments.items()}
+
+
+def fit(
+    model: nn.Module, loss: Loss, data: RenderedSet, entry: ZooModel, steps: int, device: torch.device,
+    state: TrainingState | None = None, resume: bool = False,
+) -> tuple[nn.Module, list[float], float]:  # fmt: skip
+    """AdamW with linear warm-up and the recipe's schedule; bf16 autocast on CUDA (and
+    on CPU where the recipe asks). Returns the trained network, or its exponential
+    moving average when the recipe keeps one, the loss history and the seconds spent
+    (over all resumed runs)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=entry.lr, weight_decay=entry.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(entry, steps))
     sample_rows = RowSampler(data.identities, entry.batch_size, entry.per_identity)
     average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(entry.ema)) if entry.ema else None
+    parts = {"model": model, "optimizer": optimizer, "schedule": schedule, **({"average": average} if average else {})}
+    start, history, spent = state.load(parts, device) if resume and state else (0, [], 0.0)
+    autocast = device.type == "cuda" or entry.cpu_bf16
     model.train()
-    bar = tqdm(range(steps), desc=f"train {entry.name}", unit="step")
+    began = time.time()
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc=f"train {entry.name}", unit="step")
     for step in bar:
         rows = sample_rows()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             value = loss(model, data, rows)
+        if not torch.isfinite(value):
+            raise CfbenchError(f"training {entry.name!r} diverged at step {step} (loss {value.item()}); the last "
+                               f"good state is kept at {state.path if state else 'nowhere (no checkpoint)'}.")  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         optimizer.step()
@@ -117,8 +182,10 @@ def fit(
         if step % 50 == 0 or step == steps - 1:
             history.append(value.item())
             bar.set_postfix(loss=f"{history[-1]:.4f}")
+        if state and ((step + 1) % state.every == 0 or step == steps - 1):
+            state.save(step + 1, parts, history, spent + time.time() - began)
     trained = average.module if average is not None else model
-    return trained.eval(), history
+    return trained.eval(), history, spent + time.time() - began
 
 
 #: Share of the shortcut model's training images whose rendered smile matches the
@@ -147,7 +214,9 @@ def training_set(image_size: int, shortcut: bool, train_size: int, device: torch
 
 
 def train(name: str, device: torch.device, steps: int | None, train_size: int | None, seed: int,
-          out_dir: Path = WEIGHTS_DIR, eval_size: int = 2000) -> dict:  # fmt: skip
+          out_dir: Path = WEIGHTS_DIR, eval_size: int = 2000, resume: bool = False) -> dict:  # fmt: skip
+    """Train (or, with ``resume``, go on training from the saved state) and measure one
+    zoo model; writes its weights, record and card to ``out_dir``."""
     entry = ZOO[name]
     torch.manual_seed(seed)
     steps = steps or entry.steps
@@ -166,9 +235,8 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
             "identity": identity_loss,
             "simsiam": simsiam_loss,
         }[entry.kind]
-    began = time.time()
-    model, history = fit(model, loss, data, entry, steps, device)
-    train_seconds = time.time() - began
+    state = TrainingState(checkpoint_path(name), entry, steps, train_size, seed)
+    model, history, train_seconds = fit(model, loss, data, entry, steps, device, state, resume)
     measured = measure(name, model, device, eval_size, out_dir)
     record = {
         "name": name,
