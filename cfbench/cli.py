@@ -216,3 +216,25 @@ def zoo_train(names: tuple[str, ...], steps: int | None, train_size: int | None,
     for name in names:
         record = train(name, pick_device(device), steps, train_size, seed, out or WEIGHTS_DIR, eval_size, resume)
         click.echo(f"{name}: {json.dumps(record['measured'])}")
+
+
+@zoo.command("measure")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--eval-size", type=int, default=2000, show_default=True, help="fresh test images (DDPM: samples)")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="folder of the weights (default: the package's)")
+@one_line_errors
+def zoo_measure(names: tuple[str, ...], eval_size: int, device: str, out: Path | None) -> None:
+    """Measure trained zoo models again and rewrite their cards (training is untouched)."""
+    from cfbench.errors import CfbenchError
+    from cfbench.runner import pick_device
+    from cfbench.zoo import ZOO
+    from cfbench.zoo.train import remeasure
+    from cfbench.zoo.weights import WEIGHTS_DIR
+
+    unknown = [name for name in names if name not in ZOO]
+    if unknown:
+        raise CfbenchError(f"Unknown zoo model {unknown[0]!r}. Known: {', '.join(ZOO)}.")
+    for name in names:
+        record = remeasure(name, pick_device(device), eval_size, out or WEIGHTS_DIR)
+        click.echo(f"{name}: {json.dumps(record['measured'])}")

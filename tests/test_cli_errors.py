@@ -104,6 +104,11 @@ CASES = [
          setup=_file),
     Case("plugin-not-importable", ["list"], "CFBENCH_PLUGINS: cannot import 'no_such_plugin_module'",
          env={"CFBENCH_PLUGINS": "tests.fixtures.toy,no_such_plugin_module"}),
+    Case("zoo-unknown-model", ["zoo", "train", "synthfaces-nope"], "Unknown zoo model 'synthfaces-nope'"),
+    Case("zoo-resume-without-state", ["zoo", "train", "synthfaces-ddpm", "--resume", "--out", "zoo"],
+         "no training state of 'synthfaces-ddpm' to resume", env={"CFBENCH_HOME": "no-home"}),
+    Case("zoo-measure-untrained", ["zoo", "measure", "synthfaces-ddpm", "--out", "zoo"],
+         "zoo model 'synthfaces-ddpm' has no record"),
 ]  # fmt: skip
 
 

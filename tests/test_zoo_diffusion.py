@@ -10,7 +10,8 @@ import torch
 
 from cfbench import zoo
 from cfbench.errors import CfbenchError
-from cfbench.zoo.train import checkpoint_path, train
+from cfbench.record import read_png
+from cfbench.zoo.train import checkpoint_path, remeasure, train
 from cfbench.zoo.weights import load_weights
 
 CPU = torch.device("cpu")
@@ -40,8 +41,14 @@ def test_diffusion_recipe_trains_measures_and_saves(name, tmp_path, monkeypatch)
         assert measured["images"] == 4 and 0 <= measured["oracle_attributes_kept"] <= 100
         assert measured["l2_mean"] > 0 and measured["lpips_synthfaces_mean"] > 0
     assert json.loads((tmp_path / f"{name}.json").read_text())["training"]["steps"] == 2
-    assert (tmp_path / f"{name}.md").read_text().startswith(f"# {name}")
+    card = (tmp_path / f"{name}.md").read_text()
+    assert card.startswith(f"# {name}") and f"]({name}.png)" in card
+    rows, columns = (4, 1) if entry.kind == "ddpm" else (2, 4)  # 4 samples; 4 images over their reconstructions
+    cell = entry.image_size + 2
+    assert read_png(tmp_path / f"{name}.png").shape == (3, 2 + rows * cell, 2 + columns * cell)
     load_weights(zoo.ZOO[name].build(), tmp_path / f"{name}.safetensors", name)  # strict round trip
+    again = remeasure(name, CPU, 4, tmp_path)
+    assert again["training"] == record["training"] and "cfbench zoo measure" in again["measure_command"]
 
 
 def saved_weights(path) -> dict[str, torch.Tensor]:

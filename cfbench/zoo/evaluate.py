@@ -124,25 +124,27 @@ def _distribution_figures(generated: torch.Tensor, real: RenderedSet, device: to
 
 @torch.no_grad()
 def ddpm_sample_quality(model: nn.Module, process, image_size: int, n: int, device: torch.device,
-                        batch_size: int = 250, seed: int = 0) -> dict[str, object]:  # fmt: skip
+                        batch_size: int = 250, seed: int = 0) -> tuple[dict[str, object], torch.Tensor]:  # fmt: skip
     """``n`` ancestral samples (the process as given, e.g. respaced to 100 steps) against
-    the first ``n`` test images: FID and attribute frequencies."""
+    the first ``n`` test images: FID and attribute frequencies, and the samples in [0, 1]."""
     generator = torch.Generator().manual_seed(seed)
     samples = torch.cat([
         process.p_sample_loop(model, (min(batch_size, n - i), 3, image_size, image_size), generator=generator)
         for i in range(0, n, batch_size)
     ])  # fmt: skip
     generated = quantize((samples + 1) / 2).float() / 255  # as a run saves images
-    return {"samples": n, "sampling_steps": process.num_timesteps,
-            **_distribution_figures(generated, render_set(image_size, "test", np.arange(n)), device)}  # fmt: skip
+    figures = {"samples": n, "sampling_steps": process.num_timesteps,
+               **_distribution_figures(generated, render_set(image_size, "test", np.arange(n)), device)}  # fmt: skip
+    return figures, generated
 
 
 @torch.no_grad()
 def diffae_reconstruction(model: nn.Module, image_size: int, n: int, device: torch.device, encode_steps: int = 250,
-                          render_steps: int = 100, batch_size: int = 128) -> dict[str, float]:  # fmt: skip
+                          render_steps: int = 100, batch_size: int = 128,
+                          ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:  # fmt: skip
     """encode → DDIM-invert → render on ``n`` fresh images: mean LPIPS (the synthfaces
     stand-in), mean L2 on [0, 1] pixels, and the % of attribute-image pairs whose oracle
-    decision the reconstruction keeps."""
+    decision the reconstruction keeps; with the images and their reconstructions."""
     data = render_set(image_size, FRESH_SPLIT, fresh_indices(n))
     x = data.floats(slice(None))
     outputs = []
@@ -154,9 +156,10 @@ def diffae_reconstruction(model: nn.Module, image_size: int, n: int, device: tor
     distance = _outputs(_synthfaces_network("perceptual", device), device, x, reconstructed, batch_size=batch_size)
     oracle = _synthfaces_network("oracle", device)
     kept = (_outputs(oracle, device, x) > 0) == (_outputs(oracle, device, reconstructed) > 0)
-    return {
+    figures = {
         "images": n, "encode_steps": encode_steps, "render_steps": render_steps,
         "lpips_synthfaces_mean": float(distance.mean()),
         "l2_mean": float((x - reconstructed).flatten(1).norm(dim=1).mean()),
         "oracle_attributes_kept": float(kept.float().mean() * 100),
     }  # fmt: skip
+    return figures, x, reconstructed

@@ -15,11 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from cfbench.datasets.synthfaces import spec
 from cfbench.diffusion.gaussian import GaussianDiffusion
 from cfbench.errors import CfbenchError
+from cfbench.record import png_bytes
 from cfbench.weights import home
 from cfbench.zoo import ZOO, ZooModel
 from cfbench.zoo import evaluate as ev
@@ -27,7 +29,7 @@ from cfbench.zoo.augment import simsiam_view
 from cfbench.zoo.data import RenderedSet, render_set
 from cfbench.zoo.networks import BinaryHead
 from cfbench.zoo.objectives import impostor_margin, simsiam, supervised_contrastive
-from cfbench.zoo.weights import WEIGHTS_DIR, load_weights, save_weights
+from cfbench.zoo.weights import WEIGHTS_DIR, load_weights, read_card, save_weights
 
 Loss = Callable[[nn.Module, RenderedSet, torch.Tensor], torch.Tensor]
 
@@ -92,11 +94,17 @@ def diffusion_loss(process: GaussianDiffusion, autoencoder: bool = False) -> Los
     return loss
 
 
+#: warm-up of the constant-rate recipes, fixed so that it does not move when a run is
+#: resumed to a larger step count
+CONSTANT_WARMUP = 200
+
+
 def learning_rate_factor(entry: ZooModel, steps: int) -> Callable[[int], float]:
-    """Linear warm-up over the first 5% of ``steps``, then the recipe's schedule."""
-    warmup = max(1, steps // 20)
+    """Linear warm-up, then the recipe's schedule: cosine decay over ``steps`` after a
+    warm-up of 5% of them, or constant after `CONSTANT_WARMUP` steps."""
     if entry.lr_schedule == "constant":
-        return lambda s: min(1.0, (s + 1) / warmup)
+        return lambda s: min(1.0, (s + 1) / CONSTANT_WARMUP)
+    warmup = max(1, steps // 20)
     return lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
 
 
@@ -237,7 +245,7 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
         }[entry.kind]
     state = TrainingState(checkpoint_path(name), entry, steps, train_size, seed)
     model, history, train_seconds = fit(model, loss, data, entry, steps, device, state, resume)
-    measured = measure(name, model, device, eval_size, out_dir)
+    measured, picture = measure(name, model, device, eval_size, out_dir)
     record = {
         "name": name,
         "kind": entry.kind,
@@ -265,20 +273,56 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     save_weights(model, out_dir / f"{name}.safetensors")
-    (out_dir / f"{name}.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out_dir / f"{name}.md").write_text(model_card(entry, record))
+    write_card(entry, record, picture, out_dir)
     return record
 
 
-def measure(name: str, model: nn.Module, device: torch.device, n: int, weights_dir: Path = WEIGHTS_DIR) -> dict:
+def remeasure(name: str, device: torch.device, eval_size: int, out_dir: Path = WEIGHTS_DIR) -> dict:
+    """Measure the saved weights of a trained zoo model again (e.g. on more images than
+    training measured on) and rewrite its record, card and picture."""
+    entry = ZOO[name]
+    record = read_card(name, out_dir)
+    model = load_weights(entry.build(), out_dir / f"{name}.safetensors", name).eval().to(device)
+    record["measured"], picture = measure(name, model, device, eval_size, out_dir)
+    record["measure_command"] = f"cfbench zoo measure {name} --eval-size {eval_size}"
+    write_card(entry, record, picture, out_dir)
+    return record
+
+
+def write_card(entry: ZooModel, record: dict, picture: torch.Tensor | None, out_dir: Path) -> None:
+    """``<name>.json`` (the record), ``<name>.md`` (the card) and, for the generative
+    models, ``<name>.png`` (the picture the card shows)."""
+    if picture is not None:
+        (out_dir / f"{entry.name}.png").write_bytes(png_bytes(picture))
+    (out_dir / f"{entry.name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (out_dir / f"{entry.name}.md").write_text(model_card(entry, record, picture is not None))
+
+
+def measure(name: str, model: nn.Module, device: torch.device, n: int,
+            weights_dir: Path = WEIGHTS_DIR) -> tuple[dict, torch.Tensor | None]:  # fmt: skip
     """The figures a model card states, on ``n`` freshly rendered validation images (the
     DDPM's samples against test images; the shortcut model is compared with the clean
-    classifier in ``weights_dir``)."""
+    classifier in ``weights_dir``), and for the generative models a picture: 32 samples,
+    or 16 images above their reconstructions."""
     entry = ZOO[name]
     if entry.kind == "ddpm":
-        return ev.ddpm_sample_quality(model, entry.process(respacing=100), entry.image_size, n, device)
+        figures, samples = ev.ddpm_sample_quality(model, entry.process(respacing=100), entry.image_size, n, device)
+        return figures, grid(samples[:32])
     if entry.kind == "diffae":
-        return ev.diffae_reconstruction(model, entry.image_size, min(n, 256), device)
+        figures, x, reconstructed = ev.diffae_reconstruction(model, entry.image_size, min(n, 256), device)
+        return figures, grid(torch.cat([x[:16], reconstructed[:16]]), rows=2)
+    return measure_network(name, model, device, n, weights_dir), None
+
+
+def grid(images: torch.Tensor, rows: int = 4) -> torch.Tensor:
+    """uint8 (3, H', W') grid of images in [0, 1], ``rows`` rows."""
+    picture = make_grid(images, nrow=max(1, len(images) // rows), padding=2, pad_value=1.0)
+    return (picture.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def measure_network(name: str, model: nn.Module, device: torch.device, n: int, weights_dir: Path) -> dict:
+    """The figures of a classifier, shortcut, oracle, identity or SimSiam model."""
+    entry = ZOO[name]
     data = render_set(entry.image_size, ev.FRESH_SPLIT, ev.fresh_indices(n))
     if entry.kind in ("classifier", "oracle"):
         return {"eval_images": n, "accuracy": ev.attribute_accuracy(model, data, device)}
@@ -299,7 +343,7 @@ def measure(name: str, model: nn.Module, device: torch.device, n: int, weights_d
     return {"eval_images": n, **ev.view_agreement(model, data, device)}
 
 
-def model_card(entry: ZooModel, record: dict) -> str:
+def model_card(entry: ZooModel, record: dict, picture: bool = False) -> str:
     t = record["training"]
     lines = [
         f"# {entry.name}",
@@ -312,7 +356,8 @@ def model_card(entry: ZooModel, record: dict) -> str:
         f"({t['distribution']}).",
         f"- Training: {t['steps']} steps, batch {t['batch_size']}, AdamW lr {t['lr']}, seed {t['seed']}, "
         f"on {t['device']} ({t['train_seconds']} s, rendering {t['render_seconds']} s).",
-        f"- Command: `{record['command']}`",
+        f"- Command: `{record['command']}`"
+        + (f"; measured again with `{record['measure_command']}`" if "measure_command" in record else ""),
         "",
         "## Measured on freshly rendered validation images (people unseen in training)",
         "",
@@ -321,4 +366,7 @@ def model_card(entry: ZooModel, record: dict) -> str:
         "```",
         "",
     ]
+    if picture:
+        shows = "32 samples" if entry.kind == "ddpm" else "16 fresh images (top) and their reconstructions (bottom)"
+        lines += [f"![{shows}]({entry.name}.png)", "", f"{shows[0].upper()}{shows[1:]}.", ""]
     return "\n".join(lines)

@@ -1,0 +1,65 @@
+"""Counterfactuals per second of the method plugins, through the harness (`cfbench run`
+without the metrics), with the network evaluations each counterfactual cost.
+
+    PYTHONPATH=. python benchmarks/bench_methods.py --method dime --profile quick --n 8 --batch-sizes 4 8
+    PYTHONPATH=. python benchmarks/bench_methods.py --method dime --device cuda --n 256 --batch-sizes 64 256
+
+Each row generates ``--n`` counterfactuals of the dataset's first test images into a
+throw-away run directory. cf/s counts the method's own time (`Method.explain`), which
+is what the run table's ``seconds`` column records; the counters are the means of the
+run table's (`cfbench.method.COUNTERS`): UNet/decoder evaluations and classifier
+queries and gradient calls per counterfactual. The first batch of each row includes
+warm-up.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+from pathlib import Path
+
+import torch
+
+from cfbench.method import COUNTERS
+from cfbench.runner import Run, RunSpec
+
+
+def measure(args: argparse.Namespace, batch_size: int, out: Path) -> dict[str, float]:
+    spec = RunSpec(method=args.method, dataset=args.dataset, attr=args.attr, n=args.n, batch_size=batch_size,
+                   device=args.device, profile=args.profile, overrides=dict(o.split("=", 1) for o in args.set),
+                   out=out, progress=False)  # fmt: skip
+    run = Run(spec)
+    run.execute(evaluate=False)
+    table = run.record.read_table()
+    seconds = float(table["seconds"].sum())
+    return {
+        "cf_per_s": len(table) / seconds,
+        "flip_rate": float(table["success"].mean() * 100),
+        **{name: float(table[name].mean()) for name in COUNTERS},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", default="dime")
+    parser.add_argument("--dataset", default="synthfaces")
+    parser.add_argument("--attr", default="smile")
+    parser.add_argument("--profile", default=None, help="the method's profile (default: its default)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, as `cfbench run`")
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    args = parser.parse_args()
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or 'cpu'}, " \
+        f"{torch.get_num_threads()} threads"  # fmt: skip
+    print(f"# {args.method} ({args.profile or 'default profile'}) on {args.dataset}/{args.attr}, n={args.n}, {where}")
+    print(f"{'batch':>5} {'cf/s':>8} {'FR %':>6} " + " ".join(f"{name:>20}" for name in COUNTERS))
+    for batch_size in args.batch_sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            row = measure(args, batch_size, Path(tmp) / "run")
+        print(f"{batch_size:>5} {row['cf_per_s']:>8.3f} {row['flip_rate']:>6.1f} "
+              + " ".join(f"{row[name]:>20.1f}" for name in COUNTERS))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
