@@ -91,3 +91,23 @@ def test_cosine_recipe_resumes_only_to_its_own_step_count(tmp_path, monkeypatch)
     train(name, CPU, steps=2, train_size=16, seed=0, out_dir=tmp_path, eval_size=4)
     with pytest.raises(CfbenchError, match="resume it with --steps 2"):
         train(name, CPU, steps=4, train_size=16, seed=0, out_dir=tmp_path, eval_size=4, resume=True)
+
+
+def test_ema_ramps_its_decay_up_to_the_recipes():
+    from torch.optim.swa_utils import AveragedModel
+
+    from cfbench.zoo.train import ema_with_warmup
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    model.weight.data.zero_()
+    average = AveragedModel(model, multi_avg_fn=ema_with_warmup(0.999))
+    average.update_parameters(model)  # the first update copies
+    model.weight.data.fill_(1.0)
+    average.update_parameters(model)  # after 1 update the decay is 2/11
+    assert average.module.weight.item() == pytest.approx(1 - 2 / 11)
+    for _ in range(20_000):
+        average.update_parameters(model)
+    model.weight.data.fill_(2.0)
+    before = average.module.weight.item()
+    average.update_parameters(model)  # long after the ramp: the recipe's 0.999
+    assert average.module.weight.item() == pytest.approx(before + (2.0 - before) * 0.001)

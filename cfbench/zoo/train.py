@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
@@ -152,6 +152,20 @@ class TrainingState:
         return state["step"], state["history"], state["seconds"]
 
 
+def ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
+    """Exponential moving average whose decay ramps up as min(decay, (1 + n)/(10 + n))
+    after n updates (the ``num_updates`` rule of TensorFlow's ExponentialMovingAverage),
+    so that the average of a short run is not dominated by the initial weights."""
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
+        n = float(updates)
+        weight = 1 - min(decay, (1 + n) / (10 + n))
+        for a, c in zip(averaged, current):
+            a.lerp_(c, weight)
+
+    return update
+
+
 def _jsonable(arguments: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in arguments.items()}
 
@@ -167,7 +181,7 @@ def fit(
     optimizer = torch.optim.AdamW(model.parameters(), lr=entry.lr, weight_decay=entry.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(entry, steps))
     sample_rows = RowSampler(data.identities, entry.batch_size, entry.per_identity)
-    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(entry.ema)) if entry.ema else None
+    average = AveragedModel(model, multi_avg_fn=ema_with_warmup(entry.ema)) if entry.ema else None
     parts = {"model": model, "optimizer": optimizer, "schedule": schedule, **({"average": average} if average else {})}
     start, history, spent = state.load(parts, device) if resume and state else (0, [], 0.0)
     autocast = device.type == "cuda" or entry.cpu_bf16
