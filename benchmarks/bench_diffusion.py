@@ -4,11 +4,15 @@ and bf16 autocast, on the CPU and, when present, the GPU.
 
     PYTHONPATH=. python benchmarks/bench_diffusion.py                         # all backbones
     PYTHONPATH=. python benchmarks/bench_diffusion.py --backbones synthfaces-ddpm --batch-sizes 1 8 32
+    PYTHONPATH=. python benchmarks/bench_diffusion.py --train --backbones synthfaces-ddpm --batch-sizes 32
 
 Weights are random (speed does not depend on them). A "UNet evaluation" is one
 forward pass of the denoising network on a batch; DiME's cost is counted in these.
 The DiffAE rows time its conditional UNet with a precomputed z_sem, and its
-semantic encoder separately (``…-encoder``), which runs once per image.
+semantic encoder separately (``…-encoder``), which runs once per image. With
+``--train`` a row times one training step instead (forward, backward of a mean-square
+loss on the output, AdamW update; the DiffAE's encoder included): images/s is then
+training throughput, the figure that decides whether a recipe trains on a machine.
 """
 from __future__ import annotations
 
@@ -55,10 +59,27 @@ def forward_of(model: torch.nn.Module, what: str, batch: int, size: int, device:
     return lambda: model(x, t, z)
 
 
-def measure(fn: Callable[[], None], device: torch.device, bf16: bool, min_seconds: float) -> float:
-    """Seconds per call, after one warm-up call."""
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    with torch.inference_mode(), autocast:
+def training_step_of(model: torch.nn.Module, what: str, batch: int, size: int, device: torch.device,
+                     bf16: bool) -> Callable[[], None]:  # fmt: skip
+    x = torch.randn(batch, 3, size, size, device=device)
+    t = torch.randint(0, 500, (batch,), device=device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(x, t, model.encode(x)) if what == "diffae" else model(x, t)
+        optimizer.zero_grad(set_to_none=True)
+        out.float().square().mean().backward()
+        optimizer.step()
+
+    return step
+
+
+def measure(fn: Callable[[], None], device: torch.device, bf16: bool, min_seconds: float, train: bool = False) -> float:
+    """Seconds per call, after one warm-up call (``train``: with gradients, ``fn``
+    handles its own autocast)."""
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 and not train else contextlib.nullcontext()
+    with torch.inference_mode(not train), autocast:
         fn()
         calls, began = 0, time.perf_counter()
         while True:
@@ -77,18 +98,24 @@ def main() -> None:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--devices", nargs="+", default=["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     ap.add_argument("--min-seconds", type=float, default=2.0, help="time each setting at least this long")
+    ap.add_argument("--train", action="store_true", help="time training steps instead of forward passes")
     args = ap.parse_args()
     print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
           + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))  # fmt: skip
-    print(f"{'backbone':<28} {'device':<6} {'dtype':<5} {'batch':>5} {'evals/s':>9} {'images/s':>9}")
+    print(f"{'backbone':<28} {'device':<6} {'dtype':<5} {'batch':>5} {'steps/s' if args.train else 'evals/s':>9} "
+          f"{'images/s':>9}")  # fmt: skip
     for name in args.backbones:
         build, size, what = table[name]
+        if args.train and what == "encoder":
+            continue  # trained with its DiffAE row
         for device_name in args.devices:
             device = torch.device(device_name)
-            model = build().to(device).eval()
+            model = build().to(device).train(args.train)
             for bf16 in (False, True):
                 for batch in args.batch_sizes:
-                    seconds = measure(forward_of(model, what, batch, size, device), device, bf16, args.min_seconds)
+                    fn = (training_step_of(model, what, batch, size, device, bf16) if args.train
+                          else forward_of(model, what, batch, size, device))  # fmt: skip
+                    seconds = measure(fn, device, bf16, args.min_seconds, args.train)
                     print(f"{name:<28} {device_name:<6} {'bf16' if bf16 else 'fp32':<5} {batch:>5} "
                           f"{1 / seconds:>9.2f} {batch / seconds:>9.1f}", flush=True)  # fmt: skip
 
