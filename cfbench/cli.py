@@ -177,6 +177,15 @@ def zoo() -> None:
     """The synthfaces model zoo: classifiers to explain and evaluation stand-ins."""
 
 
+def check_zoo_names(names: tuple[str, ...]) -> None:
+    """An unknown zoo model name fails before any model is trained or measured."""
+    from cfbench.zoo import ZOO
+
+    unknown = [name for name in names if name not in ZOO]
+    if unknown:
+        raise CfbenchError(f"Unknown zoo model {unknown[0]!r}. Known: {', '.join(ZOO)}.")
+
+
 @zoo.command("list")
 @one_line_errors
 def zoo_list() -> None:
@@ -204,15 +213,11 @@ def zoo_train(names: tuple[str, ...], steps: int | None, train_size: int | None,
               out: Path | None, resume: bool) -> None:  # fmt: skip
     """Train zoo models (in the order given; they share rendered data), measure them,
     and write weights + model cards."""
-    from cfbench.errors import CfbenchError
     from cfbench.runner import pick_device
-    from cfbench.zoo import ZOO
     from cfbench.zoo.train import train
     from cfbench.zoo.weights import WEIGHTS_DIR
 
-    unknown = [name for name in names if name not in ZOO]
-    if unknown:
-        raise CfbenchError(f"Unknown zoo model {unknown[0]!r}. Known: {', '.join(ZOO)}.")
+    check_zoo_names(names)
     for name in names:
         record = train(name, pick_device(device), steps, train_size, seed, out or WEIGHTS_DIR, eval_size, resume)
         click.echo(f"{name}: {json.dumps(record['measured'])}")
@@ -226,15 +231,11 @@ def zoo_train(names: tuple[str, ...], steps: int | None, train_size: int | None,
 @one_line_errors
 def zoo_measure(names: tuple[str, ...], eval_size: int, device: str, out: Path | None) -> None:
     """Measure trained zoo models again and rewrite their cards (training is untouched)."""
-    from cfbench.errors import CfbenchError
     from cfbench.runner import pick_device
-    from cfbench.zoo import ZOO
     from cfbench.zoo.train import remeasure
     from cfbench.zoo.weights import WEIGHTS_DIR
 
-    unknown = [name for name in names if name not in ZOO]
-    if unknown:
-        raise CfbenchError(f"Unknown zoo model {unknown[0]!r}. Known: {', '.join(ZOO)}.")
+    check_zoo_names(names)
     for name in names:
         record = remeasure(name, pick_device(device), eval_size, out or WEIGHTS_DIR)
         click.echo(f"{name}: {json.dumps(record['measured'])}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import functools
 import json
+import io
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +21,8 @@ from tqdm import tqdm
 from cfbench.datasets.synthfaces import spec
 from cfbench.diffusion.gaussian import GaussianDiffusion
 from cfbench.errors import CfbenchError
-from cfbench.record import png_bytes
+from cfbench.files import atomic_write_bytes
+from cfbench.record import png_bytes, quantize
 from cfbench.weights import home
 from cfbench.zoo import ZOO, ZooModel
 from cfbench.zoo import evaluate as ev
@@ -128,9 +129,9 @@ class TrainingState:
         state = {"identity": self.identity, "steps": self.steps, "step": step, "history": history,
                  "seconds": seconds, "rng": torch.get_rng_state(),
                  **{key: part.state_dict() for key, part in parts.items()}}  # fmt: skip
-        partial = self.path.with_suffix(".partial")
-        torch.save(state, partial)
-        os.replace(partial, self.path)
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write_bytes(self.path, buffer.getvalue())
 
     def load(self, parts: dict[str, Any], device: torch.device) -> tuple[int, list[float], float]:
         """Restore ``parts`` in place; returns (step, history, seconds)."""
@@ -172,7 +173,7 @@ def _jsonable(arguments: dict) -> dict:
 
 def fit(
     model: nn.Module, loss: Loss, data: RenderedSet, entry: ZooModel, steps: int, device: torch.device,
-    state: TrainingState | None = None, resume: bool = False,
+    state: TrainingState, resume: bool = False,
 ) -> tuple[nn.Module, list[float], float]:  # fmt: skip
     """AdamW with linear warm-up and the recipe's schedule; bf16 autocast on CUDA (and
     on CPU where the recipe asks). Returns the trained network, or its exponential
@@ -183,7 +184,7 @@ def fit(
     sample_rows = RowSampler(data.identities, entry.batch_size, entry.per_identity)
     average = AveragedModel(model, multi_avg_fn=ema_with_warmup(entry.ema)) if entry.ema else None
     parts = {"model": model, "optimizer": optimizer, "schedule": schedule, **({"average": average} if average else {})}
-    start, history, spent = state.load(parts, device) if resume and state else (0, [], 0.0)
+    start, history, spent = state.load(parts, device) if resume else (0, [], 0.0)
     autocast = device.type == "cuda" or entry.cpu_bf16
     model.train()
     began = time.time()
@@ -194,7 +195,7 @@ def fit(
             value = loss(model, data, rows)
         if not torch.isfinite(value):
             raise CfbenchError(f"training {entry.name!r} diverged at step {step} (loss {value.item()}); the last "
-                               f"good state is kept at {state.path if state else 'nowhere (no checkpoint)'}.")  # fmt: skip
+                               f"good state is kept at {state.path}.")  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         value.backward()
         optimizer.step()
@@ -204,7 +205,7 @@ def fit(
         if step % 50 == 0 or step == steps - 1:
             history.append(value.item())
             bar.set_postfix(loss=f"{history[-1]:.4f}")
-        if state and ((step + 1) % state.every == 0 or step == steps - 1):
+        if (step + 1) % state.every == 0 or step == steps - 1:
             state.save(step + 1, parts, history, spent + time.time() - began)
     trained = average.module if average is not None else model
     return trained.eval(), history, spent + time.time() - began
@@ -330,8 +331,7 @@ def measure(name: str, model: nn.Module, device: torch.device, n: int,
 
 def grid(images: torch.Tensor, rows: int = 4) -> torch.Tensor:
     """uint8 (3, H', W') grid of images in [0, 1], ``rows`` rows."""
-    picture = make_grid(images, nrow=max(1, len(images) // rows), padding=2, pad_value=1.0)
-    return (picture.clamp(0, 1) * 255).round().to(torch.uint8)
+    return quantize(make_grid(images, nrow=max(1, len(images) // rows), padding=2, pad_value=1.0)[None])[0]
 
 
 def measure_network(name: str, model: nn.Module, device: torch.device, n: int, weights_dir: Path) -> dict:
