@@ -5,6 +5,7 @@ and bf16 autocast, on the CPU and, when present, the GPU.
     PYTHONPATH=. python benchmarks/bench_diffusion.py                         # all backbones
     PYTHONPATH=. python benchmarks/bench_diffusion.py --backbones synthfaces-ddpm --batch-sizes 1 8 32
     PYTHONPATH=. python benchmarks/bench_diffusion.py --train --backbones synthfaces-ddpm --batch-sizes 32
+    PYTHONPATH=. python benchmarks/bench_diffusion.py --backbones synthfaces-ddpm --card   # into the model card
 
 Weights are random (speed does not depend on them). A "UNet evaluation" is one
 forward pass of the denoising network on a batch; DiME's cost is counted in these.
@@ -13,12 +14,14 @@ semantic encoder separately (``…-encoder``), which runs once per image. With
 ``--train`` a row times one training step instead (forward, backward of a mean-square
 loss on the output, AdamW update; the DiffAE's encoder included): images/s is then
 training throughput, the figure that decides whether a recipe trains on a machine.
+With ``--card`` the rows of the trained zoo backbones are stored in their model cards.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import platform
+import sys
 import time
 from typing import Callable
 
@@ -28,6 +31,7 @@ from cfbench.diffusion.diffae import CELEBA_128 as DIFFAE_CELEBA_128
 from cfbench.diffusion.diffae import DiffAE
 from cfbench.diffusion.unet import CELEBA_128, CELEBAHQ_256, UNet
 from cfbench.zoo import ZOO
+from cfbench.zoo.train import record_throughput
 
 Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -99,11 +103,14 @@ def main() -> None:
     ap.add_argument("--devices", nargs="+", default=["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     ap.add_argument("--min-seconds", type=float, default=2.0, help="time each setting at least this long")
     ap.add_argument("--train", action="store_true", help="time training steps instead of forward passes")
+    ap.add_argument("--card", action="store_true", help="store the zoo backbones' rows in their model cards")
     args = ap.parse_args()
-    print(f"# torch {torch.__version__}, {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-          + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))  # fmt: skip
+    machine = (f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+               f"{torch.get_num_threads()} threads" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))  # fmt: skip
+    print(f"# {machine}")
     print(f"{'backbone':<28} {'device':<6} {'dtype':<5} {'batch':>5} {'steps/s' if args.train else 'evals/s':>9} "
           f"{'images/s':>9}")  # fmt: skip
+    rows: dict[str, list[dict]] = {}
     for name in args.backbones:
         build, size, what = table[name]
         if args.train and what == "encoder":
@@ -118,6 +125,15 @@ def main() -> None:
                     seconds = measure(fn, device, bf16, args.min_seconds, args.train)
                     print(f"{name:<28} {device_name:<6} {'bf16' if bf16 else 'fp32':<5} {batch:>5} "
                           f"{1 / seconds:>9.2f} {batch / seconds:>9.1f}", flush=True)  # fmt: skip
+                    rows.setdefault(name, []).append({
+                        "device": device_name, "dtype": "bf16" if bf16 else "fp32", "batch": batch,
+                        "evals_per_s": round(1 / seconds, 2), "images_per_s": round(batch / seconds, 1)})  # fmt: skip
+    if args.card:
+        mode = "training steps" if args.train else "forward"
+        for name in [n for n in rows if n.removesuffix("-encoder") in ZOO]:
+            record_throughput(name.removesuffix("-encoder"), {
+                "mode": mode + (", semantic encoder" if name.endswith("-encoder") else ""),
+                "command": "PYTHONPATH=. python " + " ".join(sys.argv), "machine": machine, "rows": rows[name]})
 
 
 if __name__ == "__main__":

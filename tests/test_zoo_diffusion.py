@@ -11,7 +11,7 @@ import torch
 from cfbench import zoo
 from cfbench.errors import CfbenchError
 from cfbench.record import read_png
-from cfbench.zoo.train import checkpoint_path, remeasure, train
+from cfbench.zoo.train import checkpoint_path, record_throughput, remeasure, train
 from cfbench.zoo.weights import load_weights
 
 CPU = torch.device("cpu")
@@ -34,11 +34,12 @@ def test_diffusion_recipe_trains_measures_and_saves(name, tmp_path, monkeypatch)
     record = train(name, CPU, steps=2, train_size=16, seed=0, out_dir=tmp_path, eval_size=4)
     measured = record["measured"]
     if entry.kind == "ddpm":
-        assert measured["samples"] == 4 and measured["sampling_steps"] == 100
+        assert measured["samples"] == 4 and measured["sampling_steps"] == entry.evaluation["respacing"]
         assert set(measured["oracle_frequency_generated"]) == set(measured["oracle_frequency_data"])
         assert 0 <= measured["max_frequency_gap_points"] <= 100
     else:
         assert measured["images"] == 4 and 0 <= measured["oracle_attributes_kept"] <= 100
+        assert measured["encode_steps"] == entry.evaluation["encode_steps"]
         assert measured["l2_mean"] > 0 and measured["lpips_synthfaces_mean"] > 0
     assert json.loads((tmp_path / f"{name}.json").read_text())["training"]["steps"] == 2
     card = (tmp_path / f"{name}.md").read_text()
@@ -47,8 +48,14 @@ def test_diffusion_recipe_trains_measures_and_saves(name, tmp_path, monkeypatch)
     cell = entry.image_size + 2
     assert read_png(tmp_path / f"{name}.png").shape == (3, 2 + rows * cell, 2 + columns * cell)
     load_weights(zoo.ZOO[name].build(), tmp_path / f"{name}.safetensors", name)  # strict round trip
+    row = {"device": "cpu", "dtype": "bf16", "batch": 8, "evals_per_s": 1.25, "images_per_s": 10.0}
+    record_throughput(name, {"mode": "forward", "command": "bench", "machine": "here", "rows": [row]}, tmp_path)
+    assert "| cpu | bf16 | 8 | 1.25 | 10.0 |" in (tmp_path / f"{name}.md").read_text()
+    assert (tmp_path / f"{name}.png").exists()  # the picture stays
     again = remeasure(name, CPU, 4, tmp_path)
     assert again["training"] == record["training"] and "cfbench zoo measure" in again["measure_command"]
+    retrained = train(name, CPU, steps=1, train_size=16, seed=0, out_dir=tmp_path, eval_size=4)
+    assert retrained["throughput"]["forward"]["rows"] == [row]  # the architecture's speed is kept
 
 
 def saved_weights(path) -> dict[str, torch.Tensor]:

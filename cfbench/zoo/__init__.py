@@ -52,6 +52,9 @@ class ZooModel:
     lr_schedule: str = "cosine"
     #: bf16 autocast on CPU as well as CUDA (on by default on CUDA only)
     cpu_bf16: bool = False
+    #: how a diffusion model is measured: the DDPM's sampling ``respacing``, the DiffAE's
+    #: ``encode_steps`` / ``render_steps`` (`cfbench.zoo.evaluate`)
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> nn.Module:
         return getattr(networks, self.architecture)(**self.arguments)
@@ -116,7 +119,7 @@ ZOO: dict[str, ZooModel] = {
                            "attention_resolutions": (16, 8), "num_heads": 4},
             image_size=64, steps=30_000, batch_size=32, lr=2e-4, weight_decay=0.0, train_size=100_000,
             diffusion={"num_timesteps": 500, "schedule": "linear", "variance": "learned_range"}, ema=0.999,
-            lr_schedule="constant", cpu_bf16=True,
+            lr_schedule="constant", cpu_bf16=True, evaluation={"respacing": 50},
         ),
         ZooModel(
             "synthfaces-diffae", "diffae",
@@ -127,7 +130,7 @@ ZOO: dict[str, ZooModel] = {
                           "enc_channel_mult": (1, 2, 4, 4, 4), "dropout": 0.0},
             image_size=64, steps=30_000, batch_size=32, lr=2e-4, weight_decay=0.0, train_size=100_000,
             diffusion={"num_timesteps": 1000, "schedule": "linear", "variance": "fixed_large"}, ema=0.999,
-            lr_schedule="constant", cpu_bf16=True,
+            lr_schedule="constant", cpu_bf16=True, evaluation={"encode_steps": 100, "render_steps": 50},
         ),
     )  # fmt: skip
 }

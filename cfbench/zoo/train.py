@@ -286,6 +286,8 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
         "measured": measured,
         "command": f"cfbench zoo train {name} --seed {seed} --steps {steps} --train-size {train_size}",
     }
+    if (out_dir / f"{name}.json").exists():  # an architecture's throughput does not change with training
+        record.update({k: v for k, v in read_card(name, out_dir).items() if k == "throughput"})
     out_dir.mkdir(parents=True, exist_ok=True)
     save_weights(model, out_dir / f"{name}.safetensors")
     write_card(entry, record, picture, out_dir)
@@ -304,13 +306,24 @@ def remeasure(name: str, device: torch.device, eval_size: int, out_dir: Path = W
     return record
 
 
+def record_throughput(name: str, throughput: dict, out_dir: Path = WEIGHTS_DIR) -> None:
+    """Store the figures of ``benchmarks/bench_diffusion.py --card`` (a command, the
+    machine, and rows of device, dtype, batch, evaluations/s, images/s) in a zoo
+    model's record and card; the previous figures for the same mode are replaced."""
+    entry = ZOO[name]
+    record = read_card(name, out_dir)
+    record.setdefault("throughput", {})[throughput["mode"]] = throughput
+    write_card(entry, record, None, out_dir)
+
+
 def write_card(entry: ZooModel, record: dict, picture: torch.Tensor | None, out_dir: Path) -> None:
     """``<name>.json`` (the record), ``<name>.md`` (the card) and, for the generative
-    models, ``<name>.png`` (the picture the card shows)."""
+    models, ``<name>.png`` (the picture the card shows; kept when ``picture`` is None)."""
     if picture is not None:
         (out_dir / f"{entry.name}.png").write_bytes(png_bytes(picture))
     (out_dir / f"{entry.name}.json").write_text(json.dumps(record, indent=2) + "\n")
-    (out_dir / f"{entry.name}.md").write_text(model_card(entry, record, picture is not None))
+    shown = (out_dir / f"{entry.name}.png").exists()
+    (out_dir / f"{entry.name}.md").write_text(model_card(entry, record, shown))
 
 
 def measure(name: str, model: nn.Module, device: torch.device, n: int,
@@ -321,10 +334,12 @@ def measure(name: str, model: nn.Module, device: torch.device, n: int,
     or 16 images above their reconstructions."""
     entry = ZOO[name]
     if entry.kind == "ddpm":
-        figures, samples = ev.ddpm_sample_quality(model, entry.process(respacing=100), entry.image_size, n, device)
+        process = entry.process(respacing=entry.evaluation["respacing"])
+        figures, samples = ev.ddpm_sample_quality(model, process, entry.image_size, n, device)
         return figures, grid(samples[:32])
     if entry.kind == "diffae":
-        figures, x, reconstructed = ev.diffae_reconstruction(model, entry.image_size, min(n, 256), device)
+        figures, x, reconstructed = ev.diffae_reconstruction(model, entry.image_size, min(n, 256), device,
+                                                             **entry.evaluation)
         return figures, grid(torch.cat([x[:16], reconstructed[:16]]), rows=2)
     return measure_network(name, model, device, n, weights_dir), None
 
@@ -383,4 +398,11 @@ def model_card(entry: ZooModel, record: dict, picture: bool = False) -> str:
     if picture:
         shows = "32 samples" if entry.kind == "ddpm" else "16 fresh images (top) and their reconstructions (bottom)"
         lines += [f"![{shows}]({entry.name}.png)", "", f"{shows[0].upper()}{shows[1:]}.", ""]
+    for mode, figures in sorted(record.get("throughput", {}).items()):
+        lines += [f"## Throughput ({mode})", "", f"`{figures['command']}` on {figures['machine']}:", "",
+                  f"| device | dtype | batch | {'steps' if mode.startswith('training') else 'evaluations'}/s | images/s |",
+                  "|---|---|---:|---:|---:|"]
+        lines += [f"| {r['device']} | {r['dtype']} | {r['batch']} | {r['evals_per_s']} | {r['images_per_s']} |"
+                  for r in figures["rows"]]  # fmt: skip
+        lines.append("")
     return "\n".join(lines)
