@@ -129,7 +129,8 @@ def ddpm_sample_quality(model: nn.Module, process, image_size: int, n: int, devi
     the first ``n`` test images: FID and attribute frequencies, and the samples in [0, 1]."""
     generator = torch.Generator().manual_seed(seed)
     samples = torch.cat([
-        process.p_sample_loop(model, (min(batch_size, n - i), 3, image_size, image_size), generator=generator)
+        process.p_sample_loop(model, (min(batch_size, n - i), 3, image_size, image_size), generator=generator,
+                              progress=True)
         for i in range(0, n, batch_size)
     ])  # fmt: skip
     generated = quantize((samples + 1) / 2).float() / 255  # as a run saves images
@@ -151,7 +152,8 @@ def diffae_reconstruction(model: nn.Module, image_size: int, n: int, device: tor
     for i in range(0, n, batch_size):
         x0 = x[i : i + batch_size].to(device) * 2 - 1
         z = model.encode(x0)
-        outputs.append(quantize((model.render(z, model.invert(x0, z, encode_steps), render_steps) + 1) / 2))
+        x_T = model.invert(x0, z, encode_steps, progress=True)
+        outputs.append(quantize((model.render(z, x_T, render_steps, progress=True) + 1) / 2))
     reconstructed = torch.cat(outputs).float() / 255  # as a run saves images
     distance = _outputs(_synthfaces_network("perceptual", device), device, x, reconstructed, batch_size=batch_size)
     oracle = _synthfaces_network("oracle", device)
