@@ -77,6 +77,18 @@ METRICS.lazy(
     paper="DiME §4.1; LDCE App. E eq. 18",
 )
 METRICS.lazy(
+    "query_changed",
+    "cfbench.metrics.oracle:QueryChanged",
+    description="% of successful counterfactuals whose query attribute the oracle also sees changed",
+    paper="cfbench",
+)
+METRICS.lazy(
+    "shortcut_changed",
+    "cfbench.metrics.oracle:ShortcutChanged",
+    description="% of successful counterfactuals that change the classifier's planted shortcut (oracle)",
+    paper="cfbench",
+)
+METRICS.lazy(
     "cd",
     "cfbench.metrics.oracle:CorrelationDifference",
     description="Correlation difference vs train-label correlations, successful counterfactuals",

@@ -18,6 +18,10 @@ use the successful counterfactuals (DiME/ACE read the CC/CCF and IC/CCF folders)
   ``cd`` estimates it from a seeded sample of ``REFERENCE_SAMPLES`` train rows
   (`Split.labels`), ``cd_spec`` takes it exactly from the generative model where the
   dataset has one (`Dataset.correlation_matrix`, synthfaces).
+* **query_changed** / **shortcut_changed** (cfbench): the % of successful counterfactuals
+  whose oracle decision changed on the query attribute, or on the attribute a shortcut
+  classifier declares it relies on (``synthfaces-shortcut-smile``: Rosy_Cheeks): did the
+  explanation change the feature the classifier uses or the one its label names?
 
 CIs: MNAC's is the bootstrap over samples; CD's resamples the successful
 counterfactuals (1000 seeded resamples, correlations recomputed, reference fixed).
@@ -149,3 +153,51 @@ class CorrelationDifferenceSpec(CorrelationDifference):
 
     def reference(self, data: EvalData) -> dict[str, float] | None:
         return spec_correlations(data.dataset, data.attribute)
+
+
+class OracleChange(SampleMetric):
+    """% of successful counterfactuals whose oracle decision on one attribute (`attribute`)
+    differs from the original's."""
+
+    paper = "cfbench"
+    higher_is_better = True
+    needs = frozenset({"oracle"})
+    role = "oracle"
+    subset = "successful"
+    scale = 100.0
+
+    def attribute(self, data: EvalData) -> str | None:
+        raise NotImplementedError
+
+    def per_sample(self, data: EvalData, rows: list[int]) -> np.ndarray:
+        attribute = self.attribute(data)
+        if attribute is None:
+            return np.zeros(0)
+        a = query_index(tuple(data.network("oracle").attributes), attribute, "oracle")
+        originals, counterfactuals = oracle_decisions(data, rows)
+        return (originals[:, a] != counterfactuals[:, a]).astype(np.float64)
+
+
+@METRICS.register("query_changed")
+class QueryChanged(OracleChange):
+    """% of successful counterfactuals whose query attribute the oracle also sees changed"""
+
+    name = "query_changed"
+
+    def attribute(self, data: EvalData) -> str | None:
+        return data.attribute
+
+
+@METRICS.register("shortcut_changed")
+class ShortcutChanged(OracleChange):
+    """% of successful counterfactuals that change the classifier's planted shortcut (oracle)
+
+    The attribute is the classifier's ``shortcut``; NaN with n = 0 for a classifier
+    that declares none."""
+
+    name = "shortcut_changed"
+    higher_is_better = True  # an explanation of a shortcut classifier should reveal the shortcut
+    needs = frozenset({"oracle", "classifier"})
+
+    def attribute(self, data: EvalData) -> str | None:
+        return getattr(data.classifier, "shortcut", None)

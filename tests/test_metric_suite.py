@@ -161,6 +161,19 @@ def test_mnac_counts_changed_attributes_query_included(oracle_case):
     assert compute("mnac", make_data(originals, one, table)).value == 1.0  # only Male flips
 
 
+def test_query_and_shortcut_changed(oracle_case):
+    originals, cfs, table = oracle_case
+    mixed = with_attributes(cfs, [[1, 1, 1, 0], [0, 0, 1, 1], [1, 1, 0, 0], [1, 1, 0, 1], [1, 1, 1, 1]])
+    query = compute("query_changed", make_data(originals, mixed, table))
+    assert query.value == 75.0 and query.n == 4 and query.network == "fake-oracle"  # row 3 keeps Smiling
+    shortcut = torch.nn.Identity()
+    shortcut.shortcut = "Hat"
+    hat = compute("shortcut_changed", make_data(originals, mixed, table, classifier=shortcut))
+    assert hat.value == 50.0 and hat.n == 4  # rows 1 and 2 change Hat; the failed row is not counted
+    plain = compute("shortcut_changed", make_data(originals, mixed, table, classifier=torch.nn.Identity()))
+    assert math.isnan(plain.value) and plain.n == 0  # a classifier without a declared shortcut
+
+
 def test_cd_against_train_labels_and_spec(oracle_case):
     originals, cfs, table = oracle_case
     data = make_data(originals, cfs, table)

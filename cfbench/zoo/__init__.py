@@ -142,8 +142,11 @@ def synthfaces_densenet(attribute: str) -> nn.Module:
 
 
 def synthfaces_shortcut_smile(attribute: str) -> nn.Module:
-    """The Smiling classifier with the Rosy_Cheeks shortcut."""
-    return networks.BinaryHead(ZOO["synthfaces-shortcut-smile"].load(), 0)
+    """The Smiling classifier with the Rosy_Cheeks shortcut (its ``shortcut``, which the
+    ``shortcut_changed`` metric reads)."""
+    head = networks.BinaryHead(ZOO["synthfaces-shortcut-smile"].load(), 0)
+    head.shortcut = "Rosy_Cheeks"
+    return head
 
 
 synthfaces_densenet.attributes = ATTRIBUTES
