@@ -372,6 +372,18 @@ def measure_network(name: str, model: nn.Module, device: torch.device, n: int, w
     return {"eval_images": n, **ev.view_agreement(model, data, device)}
 
 
+#: what the figures of the generative models' cards are (`cfbench.zoo.evaluate`)
+MEASURED_MEANING = {
+    "ddpm": "Ancestral samples (the process respaced to `sampling_steps`) against as many test images: FID in "
+            "the features of the synthfaces FID network (the oracle's pooled 512-d features), and the oracle's "
+            "attribute frequencies (%) on the samples and on the data, with their largest gap in points.",
+    "diffae": "Each image is encoded to z_sem, DDIM-inverted to x_T in `encode_steps` and rendered back in "
+              "`render_steps`: the synthfaces-lpips stand-in distance (LPIPS-style, on the oracle's stages), "
+              "the L2 norm of the difference on [0, 1] pixels (64×64×3 values), and the % of (image, attribute) "
+              "pairs whose oracle decision the reconstruction keeps.",
+}  # fmt: skip
+
+
 def model_card(entry: ZooModel, record: dict, picture: bool = False) -> str:
     t = record["training"]
     lines = [
@@ -390,6 +402,7 @@ def model_card(entry: ZooModel, record: dict, picture: bool = False) -> str:
         "",
         "## Measured on freshly rendered validation images (people unseen in training)",
         "",
+        *([MEASURED_MEANING[entry.kind], ""] if entry.kind in MEASURED_MEANING else []),
         "```json",
         json.dumps(record["measured"], indent=2),
         "```",
