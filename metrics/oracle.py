@@ -193,10 +193,9 @@ class ShortcutChanged(OracleChange):
     """% of successful counterfactuals that change the classifier's planted shortcut (oracle)
 
     The attribute is the classifier's ``shortcut``; NaN with n = 0 for a classifier
-    that declares none."""
+    that declares none. Higher is better: an explanation should reveal the shortcut."""
 
     name = "shortcut_changed"
-    higher_is_better = True  # an explanation of a shortcut classifier should reveal the shortcut
     needs = frozenset({"oracle", "classifier"})
 
     def attribute(self, data: EvalData) -> str | None:

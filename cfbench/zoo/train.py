@@ -286,8 +286,8 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
         "measured": measured,
         "command": f"cfbench zoo train {name} --seed {seed} --steps {steps} --train-size {train_size}",
     }
-    if (out_dir / f"{name}.json").exists():  # an architecture's throughput does not change with training
-        record.update({k: v for k, v in read_card(name, out_dir).items() if k == "throughput"})
+    if (out_dir / f"{name}.json").exists() and "throughput" in (previous := read_card(name, out_dir)):
+        record["throughput"] = previous["throughput"]  # an architecture's speed does not change with training
     out_dir.mkdir(parents=True, exist_ok=True)
     save_weights(model, out_dir / f"{name}.safetensors")
     write_card(entry, record, picture, out_dir)
