@@ -37,6 +37,7 @@ def test_diffusion_recipe_trains_measures_and_saves(name, tmp_path, monkeypatch)
         assert measured["samples"] == 4 and measured["sampling_steps"] == entry.evaluation["respacing"]
         assert set(measured["oracle_frequency_generated"]) == set(measured["oracle_frequency_data"])
         assert 0 <= measured["max_frequency_gap_points"] <= 100
+        assert measured["fid_synthfaces_features"] > measured["fid_floor_fresh_real_images"] >= 0  # 2 steps: noise
     else:
         assert measured["images"] == 4 and 0 <= measured["oracle_attributes_kept"] <= 100
         assert measured["encode_steps"] == entry.evaluation["encode_steps"]

@@ -106,16 +106,22 @@ def _outputs(network: nn.Module, device: torch.device, *images: torch.Tensor, ba
 
 def _distribution_figures(generated: torch.Tensor, real: RenderedSet, device: torch.device) -> dict[str, object]:
     """FID with the synthfaces feature network, and the oracle's attribute frequencies
-    (%) on generated vs real images with the largest gap in points."""
+    (%) on generated vs real images with the largest gap in points. The FID floor is
+    that of as many fresh real images against the same reference: the FID a perfect
+    generator would get from this many samples."""
     from cfbench.metrics.fid import frechet_distance
 
     real_images = real.floats(slice(None))
+    fresh_images = render_set(real.images.shape[-1], FRESH_SPLIT, fresh_indices(len(generated))).floats(slice(None))
     features, oracle = _synthfaces_network("features", device), _synthfaces_network("oracle", device)
-    fid = frechet_distance(_outputs(features, device, generated), _outputs(features, device, real_images))
+    real_features = _outputs(features, device, real_images)
+    fid = frechet_distance(_outputs(features, device, generated), real_features)
+    floor = frechet_distance(_outputs(features, device, fresh_images), real_features)
     generated_freq = (_outputs(oracle, device, generated) > 0).float().mean(0) * 100
     real_freq = (_outputs(oracle, device, real_images) > 0).float().mean(0) * 100
     return {
         "fid_synthfaces_features": fid,
+        "fid_floor_fresh_real_images": floor,
         "oracle_frequency_generated": {a: round(float(v), 2) for a, v in zip(spec.ATTRIBUTES, generated_freq)},
         "oracle_frequency_data": {a: round(float(v), 2) for a, v in zip(spec.ATTRIBUTES, real_freq)},
         "max_frequency_gap_points": float((generated_freq - real_freq).abs().max()),
