@@ -21,7 +21,7 @@ from tqdm import tqdm
 from cfbench.datasets.synthfaces import spec
 from cfbench.diffusion.gaussian import GaussianDiffusion
 from cfbench.errors import CfbenchError
-from cfbench.files import atomic_write_bytes
+from cfbench.files import atomic_write_bytes, atomic_write_text
 from cfbench.record import png_bytes, quantize
 from cfbench.weights import home
 from cfbench.zoo import ZOO, ZooModel
@@ -320,10 +320,10 @@ def write_card(entry: ZooModel, record: dict, picture: torch.Tensor | None, out_
     """``<name>.json`` (the record), ``<name>.md`` (the card) and, for the generative
     models, ``<name>.png`` (the picture the card shows; kept when ``picture`` is None)."""
     if picture is not None:
-        (out_dir / f"{entry.name}.png").write_bytes(png_bytes(picture))
-    (out_dir / f"{entry.name}.json").write_text(json.dumps(record, indent=2) + "\n")
+        atomic_write_bytes(out_dir / f"{entry.name}.png", png_bytes(picture))
+    atomic_write_text(out_dir / f"{entry.name}.json", json.dumps(record, indent=2) + "\n")
     shown = (out_dir / f"{entry.name}.png").exists()
-    (out_dir / f"{entry.name}.md").write_text(model_card(entry, record, shown))
+    atomic_write_text(out_dir / f"{entry.name}.md", model_card(entry, record, shown))
 
 
 def measure(name: str, model: nn.Module, device: torch.device, n: int,

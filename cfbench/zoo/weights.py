@@ -9,11 +9,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from cfbench.checkpoints import load_strict
 from cfbench.errors import CfbenchError
+from cfbench.files import atomic_write_bytes
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -21,7 +22,7 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 def save_weights(model: nn.Module, path: Path) -> None:
     state = {k: v.detach().to(torch.float16 if v.is_floating_point() else v.dtype).cpu().contiguous()
              for k, v in model.state_dict().items()}  # fmt: skip
-    save_file(state, str(path))
+    atomic_write_bytes(path, save(state))
 
 
 def load_weights(model: nn.Module, path: Path, name: str) -> nn.Module:
