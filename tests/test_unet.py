@@ -96,3 +96,22 @@ def test_missing_published_file_says_where(tmp_path, monkeypatch):
         locate("ddpm-celeba128")
     with pytest.raises(CfbenchError, match="Unknown published weights"):
         locate("ddpm-imagenet")
+
+
+def test_norm_groups_keep_the_layout_and_let_the_mean_colour_through():
+    """``norm_groups`` changes no key or shape (a checkpoint loads either way); at one
+    channel a group (32 groups of 32 channels) the network barely sees a shift of the
+    input's mean colour, with 8 groups it does (why the synthfaces DDPM uses 8)."""
+    configs = {groups: UNetConfig(**{**SMALL.__dict__, "norm_groups": groups}) for groups in (32, 8)}
+    with torch.device("meta"):
+        shapes = [{k: v.shape for k, v in UNet(c).state_dict().items()} for c in configs.values()]
+    assert shapes[0] == shapes[1]
+    shift = torch.tensor([0.5, 0.0, -0.5]).view(1, 3, 1, 1)
+    x, t = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1)), torch.full((4,), 400)
+    response = {}
+    for groups, config in configs.items():
+        model = randomised(UNet(config))
+        assert {m.num_groups for m in model.modules() if isinstance(m, torch.nn.GroupNorm)} == {groups}
+        with torch.no_grad():
+            response[groups] = float((model(x + shift, t) - model(x, t))[:, :3].mean((2, 3)).abs().mean())
+    assert response[8] > 5 * response[32], response

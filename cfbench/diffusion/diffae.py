@@ -95,8 +95,8 @@ class CondResBlock(ResBlock):
     as implemented)."""
 
     def __init__(self, channels: int, emb_channels: int, out_channels: int, dropout: float, cond_channels: int,
-                 up: bool = False, down: bool = False):  # fmt: skip
-        super().__init__(channels, emb_channels, out_channels, dropout, True, up=up, down=down)
+                 up: bool = False, down: bool = False, norm_groups: int = 32):  # fmt: skip
+        super().__init__(channels, emb_channels, out_channels, dropout, True, up=up, down=down, norm_groups=norm_groups)
         self.cond_emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(cond_channels, out_channels))
 
     def adagn(self, h: torch.Tensor, emb_out: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
@@ -116,12 +116,12 @@ class SemanticEncoder(nn.Module):
         c = config
 
         def res(channels: int, out_channels: int, up: bool = False, down: bool = False) -> ResBlock:
-            return ResBlock(channels, None, out_channels, up=up, down=down)
+            return ResBlock(channels, None, out_channels, up=up, down=down, norm_groups=c.norm_groups)
 
         self.input_blocks, skips = downsampling_blocks(c, c.enc_channel_mult or c.channel_mult, res)
         ch = skips[-1]
         self.middle_block = TimestepSequential(res(ch, ch), attention_block(c, ch), res(ch, ch))
-        self.out = nn.Sequential(GroupNorm32(ch), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
+        self.out = nn.Sequential(GroupNorm32(ch, c.norm_groups), nn.SiLU(), nn.AdaptiveAvgPool2d(1),
                                  nn.Conv2d(ch, c.enc_out_channels, 1), nn.Flatten())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -167,7 +167,8 @@ class DiffAE(UNet):
 
     def res_block(self, channels: int, out_channels: int, up: bool = False, down: bool = False) -> ResBlock:
         c = self.config
-        return CondResBlock(channels, c.emb_channels, out_channels, c.dropout, c.enc_out_channels, up=up, down=down)
+        return CondResBlock(channels, c.emb_channels, out_channels, c.dropout, c.enc_out_channels, up=up, down=down,
+                            norm_groups=c.norm_groups)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """z_sem = Enc_φ(x) for images x in [-1, 1], (N, 3, H, W) -> (N, 512)."""

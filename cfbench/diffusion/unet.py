@@ -44,6 +44,10 @@ class UNetConfig:
     dropout: float = 0.0
     #: width of the timestep embedding; None: 4 × model_channels (guided-diffusion)
     embed_channels: int | None = None
+    #: groups of every GroupNorm; guided-diffusion's 32 (the published checkpoints). At 32
+    #: channels that is one channel a group, which erases each channel's spatial mean, so
+    #: the network cannot carry the input's mean colour to ε: narrow models need fewer
+    norm_groups: int = 32
 
     @property
     def out_channels(self) -> int:
@@ -81,10 +85,11 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -
 
 
 class GroupNorm32(nn.GroupNorm):
-    """32-group normalisation computed in float32 (as the original, for fp16 inference)."""
+    """Group normalisation (32 groups unless told) computed in float32 (as the original,
+    for fp16 inference)."""
 
-    def __init__(self, channels: int):
-        super().__init__(32, channels)
+    def __init__(self, channels: int, groups: int = 32):
+        super().__init__(groups, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.float()).type(x.dtype)
@@ -127,11 +132,13 @@ class ResBlock(nn.Module):
     it ends after ``in_layers`` (no ``emb_layers``, no ``out_layers``)."""
 
     def __init__(self, channels: int, emb_channels: int | None, out_channels: int | None = None, dropout: float = 0.0,
-                 use_scale_shift_norm: bool = True, up: bool = False, down: bool = False):  # fmt: skip
+                 use_scale_shift_norm: bool = True, up: bool = False, down: bool = False,
+                 norm_groups: int = 32):  # fmt: skip
         super().__init__()
         out_channels = out_channels or channels
         self.use_scale_shift_norm = use_scale_shift_norm
-        self.in_layers = nn.Sequential(GroupNorm32(channels), nn.SiLU(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.in_layers = nn.Sequential(GroupNorm32(channels, norm_groups), nn.SiLU(),
+                                       nn.Conv2d(channels, out_channels, 3, padding=1))
         self.resample = (Upsample(channels, False) if up else Downsample(channels, False)) if up or down else None
         self.conditioned = emb_channels is not None
         if self.conditioned:
@@ -139,7 +146,7 @@ class ResBlock(nn.Module):
                 nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if use_scale_shift_norm else out_channels)
             )
             self.out_layers = nn.Sequential(
-                GroupNorm32(out_channels), nn.SiLU(), nn.Dropout(dropout),
+                GroupNorm32(out_channels, norm_groups), nn.SiLU(), nn.Dropout(dropout),
                 zero_module(nn.Conv2d(out_channels, out_channels, 3, padding=1)),
             )  # fmt: skip
         self.skip_connection = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
@@ -172,10 +179,10 @@ class AttentionBlock(nn.Module):
     """Spatial self-attention. The "legacy" order splits the qkv channels per head first
     and then into q, k, v; the new order splits into q, k, v first."""
 
-    def __init__(self, channels: int, num_heads: int, new_order: bool = False):
+    def __init__(self, channels: int, num_heads: int, new_order: bool = False, norm_groups: int = 32):
         super().__init__()
         self.num_heads, self.new_order = num_heads, new_order
-        self.norm = GroupNorm32(channels)
+        self.norm = GroupNorm32(channels, norm_groups)
         self.qkv = nn.Conv1d(channels, 3 * channels, 1)
         self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
 
@@ -204,7 +211,7 @@ class TimestepSequential(nn.Sequential):
 
 
 def attention_block(c: UNetConfig, channels: int, upsample: bool = False) -> AttentionBlock:
-    return AttentionBlock(channels, c.heads(channels, upsample), c.use_new_attention_order)
+    return AttentionBlock(channels, c.heads(channels, upsample), c.use_new_attention_order, c.norm_groups)
 
 
 def downsampling_blocks(c: UNetConfig, channel_mult: tuple[float, ...],
@@ -257,13 +264,14 @@ class UNet(nn.Module):
                     ds //= 2
                 self.output_blocks.append(TimestepSequential(*layers))
         self.out = nn.Sequential(
-            GroupNorm32(ch), nn.SiLU(), zero_module(nn.Conv2d(int(c.channel_mult[0] * c.model_channels),
+            GroupNorm32(ch, c.norm_groups), nn.SiLU(), zero_module(nn.Conv2d(int(c.channel_mult[0] * c.model_channels),
                                                               c.out_channels, 3, padding=1)),
         )  # fmt: skip
 
     def res_block(self, channels: int, out_channels: int, up: bool = False, down: bool = False) -> ResBlock:
         c = self.config
-        return ResBlock(channels, c.emb_channels, out_channels, c.dropout, c.use_scale_shift_norm, up=up, down=down)
+        return ResBlock(channels, c.emb_channels, out_channels, c.dropout, c.use_scale_shift_norm, up=up, down=down,
+                        norm_groups=c.norm_groups)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.time_embed(timestep_embedding(t, self.config.model_channels))
