@@ -264,9 +264,8 @@ class UNet(nn.Module):
                     ds //= 2
                 self.output_blocks.append(TimestepSequential(*layers))
         self.out = nn.Sequential(
-            GroupNorm32(ch, c.norm_groups), nn.SiLU(), zero_module(nn.Conv2d(int(c.channel_mult[0] * c.model_channels),
-                                                              c.out_channels, 3, padding=1)),
-        )  # fmt: skip
+            GroupNorm32(ch, c.norm_groups), nn.SiLU(), zero_module(nn.Conv2d(ch, c.out_channels, 3, padding=1))
+        )
 
     def res_block(self, channels: int, out_channels: int, up: bool = False, down: bool = False) -> ResBlock:
         c = self.config

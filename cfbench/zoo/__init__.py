@@ -115,8 +115,8 @@ ZOO: dict[str, ZooModel] = {
             "up/down) with the DiME/ACE CelebA process (500 linear steps), at 64 px and 32 base channels: "
             "sized to be trained on a 2-core CPU (the 128 px, 128-channel CelebA model trains at well under "
             "one image per second there) and to let DiME and ACE run on a laptop CPU. 8 normalisation groups "
-            "(4 channels a group at 32 channels, as guided-diffusion's 32 groups at 128): with 32, the first "
-            "7,000 steps of the shipped weights, each channel's mean was erased and samples took random hues.",
+            "(4 channels a group at 32 channels, as guided-diffusion's 32 groups at 128): with 32, as in its "
+            "first 7,400 training steps, each channel's mean was erased and samples took random hues.",
             "GuidedUNet", {"image_size": 64, "model_channels": 32, "channel_mult": (1, 2, 4, 4), "num_res_blocks": 1,
                            "attention_resolutions": (16, 8), "num_heads": 4, "norm_groups": 8},
             image_size=64, steps=30_000, batch_size=32, lr=2e-4, weight_decay=0.0, train_size=100_000,

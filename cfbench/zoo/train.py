@@ -376,7 +376,8 @@ def measure_network(name: str, model: nn.Module, device: torch.device, n: int, w
 MEASURED_MEANING = {
     "ddpm": "Ancestral samples (the process respaced to `sampling_steps`) against as many test images: FID in "
             "the features of the synthfaces FID network (the oracle's pooled 512-d features), its floor (as many "
-            "fresh real images against the same test images), and the oracle's attribute frequencies (%) on the samples and on the data, with their largest gap in points.",
+            "fresh real images against the same test images), and the oracle's attribute frequencies (%) on the "
+            "samples and on the data, with their largest gap in points.",
     "diffae": "Each image is encoded to z_sem, DDIM-inverted to x_T in `encode_steps` and rendered back in "
               "`render_steps`: the synthfaces-lpips stand-in distance (LPIPS-style, on the oracle's stages), "
               "the L2 norm of the difference on [0, 1] pixels (64×64×3 values), and the % of (image, attribute) "
