@@ -37,6 +37,8 @@ def test_diffusion_recipe_trains_measures_and_saves(name, tmp_path, monkeypatch)
         assert measured["samples"] == 4 and measured["sampling_steps"] == entry.evaluation["respacing"]
         assert set(measured["oracle_frequency_generated"]) == set(measured["oracle_frequency_data"])
         assert 0 <= measured["max_frequency_gap_points"] <= 100
+        assert all(0 <= v <= 1 for v in measured["mean_rgb_generated"] + measured["mean_rgb_data"])
+        assert len(measured["mean_rgb_generated"]) == len(measured["mean_rgb_data"]) == 3
         assert measured["fid_synthfaces_features"] > measured["fid_floor_fresh_real_images"] >= 0  # 2 steps: noise
     else:
         assert measured["images"] == 4 and 0 <= measured["oracle_attributes_kept"] <= 100

@@ -105,10 +105,11 @@ def _outputs(network: nn.Module, device: torch.device, *images: torch.Tensor, ba
 
 
 def _distribution_figures(generated: torch.Tensor, real: RenderedSet, device: torch.device) -> dict[str, object]:
-    """FID with the synthfaces feature network, and the oracle's attribute frequencies
-    (%) on generated vs real images with the largest gap in points. The FID floor is
-    that of as many fresh real images against the same reference: the FID a perfect
-    generator would get from this many samples."""
+    """FID with the synthfaces feature network, the oracle's attribute frequencies (%)
+    on generated vs real images with the largest gap in points, and the mean colour
+    (per RGB channel, on [0, 1]) of each. The FID floor is that of as many fresh real
+    images against the same reference: the FID a perfect generator would get from this
+    many samples."""
     from cfbench.metrics.fid import frechet_distance
 
     real_images = real.floats(slice(None))
@@ -125,6 +126,8 @@ def _distribution_figures(generated: torch.Tensor, real: RenderedSet, device: to
         "oracle_frequency_generated": {a: round(float(v), 2) for a, v in zip(spec.ATTRIBUTES, generated_freq)},
         "oracle_frequency_data": {a: round(float(v), 2) for a, v in zip(spec.ATTRIBUTES, real_freq)},
         "max_frequency_gap_points": float((generated_freq - real_freq).abs().max()),
+        "mean_rgb_generated": [round(float(v), 3) for v in generated.mean((0, 2, 3))],
+        "mean_rgb_data": [round(float(v), 3) for v in real_images.mean((0, 2, 3))],
     }
 
 

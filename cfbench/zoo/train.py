@@ -377,7 +377,8 @@ MEASURED_MEANING = {
     "ddpm": "Ancestral samples (the process respaced to `sampling_steps`) against as many test images: FID in "
             "the features of the synthfaces FID network (the oracle's pooled 512-d features), its floor (as many "
             "fresh real images against the same test images), and the oracle's attribute frequencies (%) on the "
-            "samples and on the data, with their largest gap in points.",
+            "samples and on the data, with their largest gap in points; the mean colour (R, G, B on [0, 1]) of "
+            "the samples and of the data.",
     "diffae": "Each image is encoded to z_sem, DDIM-inverted to x_T in `encode_steps` and rendered back in "
               "`render_steps`: the synthfaces-lpips stand-in distance (LPIPS-style, on the oracle's stages), "
               "the L2 norm of the difference on [0, 1] pixels (64×64×3 values), and the % of (image, attribute) "
