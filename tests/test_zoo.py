@@ -79,9 +79,7 @@ def test_ddpm_denoises_fresh_images_from_dimes_noise_level_keeping_them():
     generator = torch.Generator().manual_seed(0)
     z = process.q_sample(x * 2 - 1, torch.full((16,), 15), torch.randn(x.shape, generator=generator))
     out = (process.p_sample_loop(entry.load(), z, start=15, generator=generator) + 1) / 2
-    oracle = load_network("oracle", "synthfaces").module
-    with torch.no_grad():
-        kept = ((oracle(x) > 0) == (oracle(out) > 0)).float().mean() * 100
+    kept = ev.oracle_decisions_kept(x, out, CPU)
     l2, l2_other = ((x - y).flatten(1).norm(dim=1).mean() for y in (out, out.roll(1, dims=0)))
     colour = (x.mean((2, 3)) - out.mean((2, 3))).abs().max()
     assert kept >= 85 and l2 < l2_other / 2 and colour < 0.1, (kept, l2, l2_other, colour)
@@ -91,12 +89,13 @@ def test_ddpm_samples_are_faces_near_the_data():
     """16 ancestral samples (50 respaced steps) lie nearer the test images in the synthfaces
     feature space than uniform noise does, within 2.5× the distance of fresh real images."""
     entry = ZOO["synthfaces-ddpm"]
+    size, process = entry.image_size, entry.process(respacing=50)
     generator = torch.Generator().manual_seed(0)
-    samples = (entry.process(respacing=50).p_sample_loop(entry.load(), (16, 3, 64, 64), generator=generator) + 1) / 2
+    samples = (process.p_sample_loop(entry.load(), (16, 3, size, size), generator=generator) + 1) / 2
     features = load_network("features", "synthfaces").module
     with torch.no_grad():
-        reference = features(render_set(entry.image_size, "test", np.arange(512)).floats(slice(None)))
-        fresh = render_set(entry.image_size, ev.FRESH_SPLIT, ev.fresh_indices(16)).floats(slice(None))
+        reference = features(render_set(size, "test", np.arange(512)).floats(slice(None)))
+        fresh = render_set(size, ev.FRESH_SPLIT, ev.fresh_indices(16)).floats(slice(None))
         distance = {name: torch.cdist(features(images), reference).min(dim=1).values.mean().item()
                     for name, images in (("samples", samples), ("fresh", fresh), ("noise", torch.rand_like(fresh)))}
     assert distance["samples"] < 2.5 * distance["fresh"] < distance["noise"], distance

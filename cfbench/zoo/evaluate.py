@@ -131,6 +131,13 @@ def _distribution_figures(generated: torch.Tensor, real: RenderedSet, device: to
     }
 
 
+def oracle_decisions_kept(x: torch.Tensor, edited: torch.Tensor, device: torch.device) -> float:
+    """% of (image, attribute) pairs on which the synthfaces oracle decides the same for
+    ``edited`` as for ``x`` (images in [0, 1])."""
+    oracle = _synthfaces_network("oracle", device)
+    return float(((_outputs(oracle, device, x) > 0) == (_outputs(oracle, device, edited) > 0)).float().mean() * 100)
+
+
 @torch.no_grad()
 def ddpm_sample_quality(model: nn.Module, process, image_size: int, n: int, device: torch.device,
                         batch_size: int = 250, seed: int = 0) -> tuple[dict[str, object], torch.Tensor]:  # fmt: skip
@@ -165,12 +172,10 @@ def diffae_reconstruction(model: nn.Module, image_size: int, n: int, device: tor
         outputs.append(quantize((model.render(z, x_T, render_steps, progress=True) + 1) / 2))
     reconstructed = torch.cat(outputs).float() / 255  # as a run saves images
     distance = _outputs(_synthfaces_network("perceptual", device), device, x, reconstructed, batch_size=batch_size)
-    oracle = _synthfaces_network("oracle", device)
-    kept = (_outputs(oracle, device, x) > 0) == (_outputs(oracle, device, reconstructed) > 0)
     figures = {
         "images": n, "encode_steps": encode_steps, "render_steps": render_steps,
         "lpips_synthfaces_mean": float(distance.mean()),
         "l2_mean": float((x - reconstructed).flatten(1).norm(dim=1).mean()),
-        "oracle_attributes_kept": float(kept.float().mean() * 100),
+        "oracle_attributes_kept": oracle_decisions_kept(x, reconstructed, device),
     }  # fmt: skip
     return figures, x, reconstructed
