@@ -8,7 +8,7 @@ values cite.
 Each ``--grid KEY=V1|V2|…`` is a hyperparameter and its values (as ``cfbench run --set``
 takes them); ``--set`` fixes others. The runs stay under ``--out``, one directory per
 point, so an interrupted sweep goes on where it stopped; ``sweep.csv`` there holds the
-table that is printed.
+table that is printed. ``--metrics`` outside the protocol (query_changed, …) are computed too.
 """
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def main() -> None:
         name = ",".join(f"{k}={v}" for k, v in setting.items()) or "defaults"
         spec = RunSpec(method=args.method, dataset=args.dataset, attr=args.attr, n=args.n,
                        batch_size=args.batch_size, device=args.device, profile=args.profile,
-                       overrides={**fixed, **setting}, out=args.out / name, progress=True)  # fmt: skip
+                       overrides={**fixed, **setting}, out=args.out / name, extra_metrics=tuple(args.metrics),
+                       progress=True)  # fmt: skip
         metrics = Run(spec).execute()
         rows.append({**setting, **{m: metrics[m]["value"] for m in args.metrics if m in metrics}})
         table = pd.DataFrame(rows)

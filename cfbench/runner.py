@@ -67,6 +67,11 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _as_json(value: Any) -> Any:
+    """``value`` after a JSON round trip, as run.json holds it."""
+    return json.loads(json.dumps(value, default=str))
+
+
 class Run:
     """One resolved run: validated inputs, its record, and the loop that fills it."""
 
@@ -107,7 +112,8 @@ class Run:
         self.device = pick_device(spec.device)
         self.network = load_classifier(self.classifier_name, self.attribute).to(self.device)
         self.method = self.method_cls(self.config, self.device)  # missing weights fail before any directory exists
-        self.identity = {
+        # as run.json stores it (tuples become lists), so that a resumed run compares equal
+        self.identity = _as_json({
             "method": spec.method,
             "dataset": spec.dataset,
             "attribute": self.attribute,
@@ -115,7 +121,7 @@ class Run:
             "seed": spec.seed,
             "profile": self.profile,
             "config": self.config.to_dict(),
-        }
+        })
         self.record = RunRecord(spec.out or spec.runs_root / f"{spec.dataset}_{self.attr_key}" / self.default_name())
 
     def default_name(self) -> str:

@@ -39,6 +39,19 @@ def test_seeds_make_one_run_each_and_sigma_l_compares_them(workdir):
         assert sigma["n"] == 4 and sigma["value"] > 0 and "synthfaces-lpips" in sigma["network"]
 
 
+def test_a_tuple_setting_resumes_and_finds_the_other_seeds(workdir):
+    """A config tuple is stored as a JSON list; the same run must still be recognised."""
+    args = toy_run("--set", "steps=3,4", "--seeds", "0,1", "--metric", "sigma_l", "--network",
+                   "perceptual=synthfaces-lpips", n=4, method="typed")  # fmt: skip
+    ok(invoke(*args))
+    ok(invoke(*args))  # the same runs again: resumed, not refused as another config
+    runs = sorted((workdir / "runs" / "toy_bright").iterdir())
+    assert len(runs) == 2
+    for run_dir in runs:
+        assert json.loads((run_dir / "run.json").read_text())["identity"]["config"]["steps"] == [3.0, 4.0]
+        assert metrics_of(run_dir)["sigma_l"]["n"] == 4
+
+
 def test_identity_flips_nothing(workdir):
     out = ok(invoke(*toy_run(n=16))).stdout
     run_dir = only_run_dir(workdir / "runs")
