@@ -4,8 +4,10 @@ the Table 2 variants; the one-line error of a missing zoo DDPM through `cfbench 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -249,6 +251,7 @@ def test_config_defaults_sections_datasets_and_profiles():
     assert all(f.metadata.get("section") for f in dataclasses.fields(DiMEConfig))
     synth = cls.resolve_config("synthfaces", None, {})
     assert synth.backbone == "zoo:synthfaces-ddpm" and synth.perceptual == "zoo:synthfaces-oracle"
+    assert cls.resolve_config("synthfaces", "quick", {}).classifier_scales == (synth.classifier_scales[-1],)
     assert cls.resolve_config("synthfaces64", None, {}).backbone == "zoo:synthfaces-ddpm"
     assert max(cls.resolve_config("celebahq", None, {}).classifier_scales) > 15
     quick = cls.resolve_config("celeba", "quick", {})
@@ -291,3 +294,17 @@ def test_missing_zoo_ddpm_is_one_error_line(workdir):
     line = assert_one_error_line(result.stderr, result.stdout)
     assert "zoo weights 'synthfaces-ddpm' not found" in line and "cfbench zoo train synthfaces-ddpm" in line
     assert not (workdir / "runs").exists(), "the run directory is created only once the method has loaded"
+
+
+def test_shipped_synthfaces_config_flips_real_faces_keeping_them(workdir):
+    """The tuned synthfaces config on the shipped zoo DDPM and classifier (quick profile,
+    4 test images, ~40 s): the counterfactuals flip and stay the same faces."""
+    result = invoke("run", "--method", "dime", "--dataset", "synthfaces", "--attr", "smile", "--n", "4",
+                    "--profile", "quick", "--no-progress", "--device", "cpu", "--protocol", "cfbench-v1",
+                    "--metric", "fva", "--metric", "mnac", "--out", "dime")  # fmt: skip
+    assert result.exit_code == 0, (result.output, result.exception)
+    metrics = json.loads((workdir / "dime" / "metrics.json").read_text())
+    assert metrics["fr"]["value"] >= 75  # 3 of 4 at least (93.8% on 16 images when tuned)
+    assert metrics["fva"]["value"] >= 50 and 0 < metrics["mnac"]["value"] < 6  # same person, a few attributes
+    table = pd.read_csv(workdir / "dime" / "samples.csv")
+    assert (table["diffusion_evals"] == unet_evaluations(15)).all()  # one pass at the last scale, τ = 15
