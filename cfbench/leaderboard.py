@@ -44,6 +44,13 @@ def reported_rows(reference_dir: Path) -> pd.DataFrame:
     return table
 
 
+def _variant(identity: dict) -> str:
+    """The run's profile, followed by the method's own ``variant`` setting where its config has
+    one (DiME's Table 2 ablations): ``quick/naive``."""
+    variant = identity.get("config", {}).get("variant")
+    return f"{identity['profile']}/{variant}" if variant else identity["profile"]
+
+
 def reproduced_rows(runs_root: Path) -> pd.DataFrame:
     """One row per finished run under ``runs_root`` (a run.json beside a metrics.json)."""
     rows = []
@@ -59,7 +66,7 @@ def reproduced_rows(runs_root: Path) -> pd.DataFrame:
             "dataset": identity["dataset"],
             "attr": info["attr"],
             "method": identity["method"],
-            "variant": identity["profile"],
+            "variant": _variant(identity),
             "run_id": info["run_id"],
             "n": info.get("n"),
             "seed": identity["seed"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import multiprocessing
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cfbench.leaderboard import build_leaderboards, packaged_reference
+from cfbench.leaderboard import build_leaderboards, packaged_reference, reproduced_rows
 from tests.conftest import PGD_SETS, invoke, snapshot, toy_run
 
 
@@ -58,6 +59,19 @@ def test_reproduced_rows_carry_provenance(runs, tmp_path):
     md = (tmp_path / "boards" / "toy_bright.md").read_text()
     assert md.startswith("# toy / bright\n\n| source | paper | table |")
     assert "| reproduced |" in md and "0 [0, 0]" in md
+
+
+def test_a_method_variant_setting_shows_beside_the_profile(tmp_path):
+    """DiME's ablations (``--set variant=naive``) get rows of their own: ``quick/naive``."""
+    for name, config in (("a", {"variant": "naive"}), ("b", {"tau": 15})):
+        run_dir = tmp_path / "runs" / "toy_bright" / name
+        run_dir.mkdir(parents=True)
+        identity = {"method": "dime", "dataset": "toy", "attribute": "bright", "classifier": "toy-bright", "seed": 0,
+                    "profile": "quick", "config": config}  # fmt: skip
+        (run_dir / "run.json").write_text(json.dumps({"identity": identity, "attr": "bright", "run_id": name}))
+        (run_dir / "metrics.json").write_text(json.dumps({"fr": {"value": 50.0, "ci": [40.0, 60.0], "n": 8}}))
+    table = reproduced_rows(tmp_path / "runs")
+    assert table.set_index("run_id")["variant"].to_dict() == {"a": "quick/naive", "b": "quick"}
 
 
 def test_reported_rows_match_the_packaged_tables(runs, tmp_path):
