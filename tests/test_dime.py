@@ -1,6 +1,7 @@
 """The `dime` method on a tiny random guided-diffusion UNet (CPU): the guided step's math,
 the gradients of eq. 8, retries with the next classifier scale, the O(τ²) UNet count and
-the Table 2 variants; the one-line error of a missing zoo DDPM through `cfbench run`."""
+the Table 2 variants; through `cfbench run`, the one-line error of a missing zoo DDPM and
+the tuned synthfaces config on the shipped DDPM and classifier."""
 from __future__ import annotations
 
 import dataclasses
