@@ -14,7 +14,8 @@ semantic encoder separately (``…-encoder``), which runs once per image. With
 ``--train`` a row times one training step instead (forward, backward of a mean-square
 loss on the output, AdamW update; the DiffAE's encoder included): images/s is then
 training throughput, the figure that decides whether a recipe trains on a machine.
-With ``--card`` the rows of the trained zoo backbones are stored in their model cards.
+With ``--card`` the rows of the trained zoo backbones are stored in their model cards,
+one table per mode and device (a GPU run keeps the CPU figures).
 """
 from __future__ import annotations
 
@@ -131,9 +132,11 @@ def main() -> None:
     if args.card:
         mode = "training steps" if args.train else "forward"
         for name in [n for n in rows if n.removesuffix("-encoder") in ZOO]:
-            record_throughput(name.removesuffix("-encoder"), {
-                "mode": mode + (", semantic encoder" if name.endswith("-encoder") else ""),
-                "command": "PYTHONPATH=. python " + " ".join(sys.argv), "machine": machine, "rows": rows[name]})
+            for device_name in args.devices:
+                record_throughput(name.removesuffix("-encoder"), {
+                    "mode": mode + (", semantic encoder" if name.endswith("-encoder") else "") + f", {device_name}",
+                    "command": "PYTHONPATH=. python " + " ".join(sys.argv), "machine": machine,
+                    "rows": [r for r in rows[name] if r["device"] == device_name]})  # fmt: skip
 
 
 if __name__ == "__main__":
