@@ -186,6 +186,8 @@ class GaussianDiffusion:
         self.posterior_mean_coef1 = self.betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - ac)
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(1.0 - self.betas) / (1.0 - ac)
         self.fixed_large_variance = np.append(pv1, self.betas[1:])
+        self.log_betas, self.log_fixed_large_variance = np.log(self.betas), np.log(self.fixed_large_variance)
+        self._on_device: dict[tuple, Tensor] = {}  # (array, device, dtype) -> the array as a tensor there
 
     @classmethod
     def from_config(cls, num_timesteps: int = 1000, schedule: str = "linear", respacing: str | int | None = None,
@@ -196,15 +198,23 @@ class GaussianDiffusion:
         return cls(beta_schedule(schedule, num_timesteps), use_timesteps=use, variance=variance,
                    clip_denoised=clip_denoised)
 
-    @staticmethod
-    def _at(arr: np.ndarray, t: Tensor, x: Tensor) -> Tensor:
-        """arr[t] in x's dtype and device, shaped (B, 1, ..., 1) to broadcast against x."""
-        vals = torch.as_tensor(arr, dtype=x.dtype).to(x.device)[t.to(x.device)]
+    def _tensor(self, arr: np.ndarray | Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """One of the process's arrays as a tensor on ``device``, copied there once (a
+        copy per call would make every sampling and training step wait for the GPU)."""
+        key = (id(arr), device, dtype)
+        if key not in self._on_device:
+            self._on_device[key] = torch.as_tensor(arr, dtype=dtype).to(device)
+        return self._on_device[key]
+
+    def _at(self, arr: np.ndarray, t: Tensor, x: Tensor) -> Tensor:
+        """arr[t] in x's dtype and device, shaped (B, 1, ..., 1) to broadcast against x;
+        ``arr`` is one of the process's own arrays."""
+        vals = self._tensor(arr, x.device, x.dtype)[t.to(x.device)]
         return vals.view(-1, *([1] * (x.ndim - 1)))
 
     def model_timesteps(self, t: Tensor) -> Tensor:
         """Respaced indices -> the original timesteps the network is called with."""
-        return self.timestep_map.to(t.device)[t]
+        return self._tensor(self.timestep_map, t.device, torch.long)[t]
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:
         """x_t ~ q(x_t | x_0) = √ᾱ_t x_0 + √(1-ᾱ_t) ε (Ho et al. 2020, eq. 4)."""
@@ -230,11 +240,11 @@ class GaussianDiffusion:
         if self.variance == "learned_range":  # Nichol & Dhariwal 2021, eq. 15: v in [-1, 1] interpolates logs
             eps, v = out[:, :channels], out[:, channels:]
             frac = (v + 1) / 2
-            log_var = frac * self._at(np.log(self.betas), t, x) + (1 - frac) * self._at(
+            log_var = frac * self._at(self.log_betas, t, x) + (1 - frac) * self._at(
                 self.posterior_log_variance_clipped, t, x)
         else:
             eps = out
-            log_arr = np.log(self.fixed_large_variance) if self.variance == "fixed_large" \
+            log_arr = self.log_fixed_large_variance if self.variance == "fixed_large" \
                 else self.posterior_log_variance_clipped
             log_var = self._at(log_arr, t, x).expand_as(x)
         pred_x0 = (self._at(self.sqrt_recip_alphas_cumprod, t, x) * x

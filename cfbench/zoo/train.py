@@ -138,7 +138,7 @@ class TrainingState:
         if not self.path.exists():
             raise CfbenchError(f"no training state of {self.entry.name!r} to resume at {self.path}.")
         try:
-            state = torch.load(self.path, map_location=device, weights_only=True)
+            state = torch.load(self.path, map_location="cpu", weights_only=True)  # parts move their own tensors
         except Exception as e:  # noqa: BLE001 - any unreadable file is one message
             raise CfbenchError(f"{self.path} is not a readable training state ({e}).") from None
         if state.get("identity") != self.identity:
@@ -160,9 +160,7 @@ def ema_with_warmup(decay: float) -> Callable[[list[torch.Tensor], list[torch.Te
 
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
         n = float(updates)
-        weight = 1 - min(decay, (1 + n) / (10 + n))
-        for a, c in zip(averaged, current):
-            a.lerp_(c, weight)
+        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (10 + n)))
 
     return update
 
@@ -193,7 +191,8 @@ def fit(
         rows = sample_rows()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             value = loss(model, data, rows)
-        if not torch.isfinite(value):
+        logged, saved = step % 50 == 0 or step == steps - 1, (step + 1) % state.every == 0 or step == steps - 1
+        if (logged or saved) and not torch.isfinite(value):  # checked when read: a check waits for the GPU
             raise CfbenchError(f"training {entry.name!r} diverged at step {step} (loss {value.item()}); the last "
                                f"good state is kept at {state.path}.")  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
@@ -202,10 +201,10 @@ def fit(
         schedule.step()
         if average is not None:
             average.update_parameters(model)
-        if step % 50 == 0 or step == steps - 1:
+        if logged:
             history.append(value.item())
             bar.set_postfix(loss=f"{history[-1]:.4f}")
-        if (step + 1) % state.every == 0 or step == steps - 1:
+        if saved:
             state.save(step + 1, parts, history, spent + time.time() - began)
     trained = average.module if average is not None else model
     return trained.eval(), history, spent + time.time() - began
