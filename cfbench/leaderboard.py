@@ -2,7 +2,7 @@
 
 Run records are read from the runs folder (``runs/``) and from ``<out>/runs/``, where
 the records behind the repository's published rows live (metadata, tables and grids
-only). For every (dataset, attr) it writes ``<dataset>_<attr>.csv`` and a markdown twin:
+only); a run in both is one row, the runs folder's. For every (dataset, attr) it writes ``<dataset>_<attr>.csv`` and a markdown twin:
 the published rows (``source=reported``, with paper and table) beside the rows of
 finished runs (``source=reproduced``, with run id, n, seed and protocol). Metric
 columns follow the papers' order; a metric a row lacks is an empty cell.
@@ -127,7 +127,10 @@ def build_leaderboards(runs_root: Path, out_dir: Path, reference_dir: Path | Non
         raise CfbenchError(f"cannot write leaderboards to {out_dir}: {e.strerror}.") from None
     reference = reported_rows(reference_dir or packaged_reference())
     roots = dict.fromkeys(Path(root).resolve() for root in (runs_root, out_dir / "runs"))
-    table = pd.concat([reference, *(reproduced_rows(root) for root in roots)], ignore_index=True)
+    reproduced = pd.concat([reproduced_rows(root) for root in roots], ignore_index=True)
+    if not reproduced.empty:  # a run copied into <out>/runs to publish it is one row: the runs folder's
+        reproduced = reproduced.drop_duplicates("run_id", keep="first")
+    table = pd.concat([reference, reproduced], ignore_index=True)
     table = table.reindex(columns=[*table.columns, *(c for c in (*ROW_KEYS, "run_id") if c not in table.columns)])
     table = table.fillna({k: "" for k in (*ROW_KEYS, "run_id")})
     written = []

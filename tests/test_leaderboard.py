@@ -61,6 +61,24 @@ def test_reproduced_rows_carry_provenance(runs, tmp_path):
     assert "| reproduced |" in md and "0 [0, 0]" in md
 
 
+def test_a_run_published_into_the_leaderboards_is_one_row(runs, tmp_path):
+    """Publishing copies a run record into ``<out>/runs``; with the original still in the
+    runs folder it is one row, the runs folder's (the one the user may have re-measured)."""
+    out = tmp_path / "boards"
+    published = next(p for p in (runs / "toy_bright").iterdir() if (p / "metrics.json").exists())
+    copy = out / "runs" / "toy_bright" / published.name
+    copy.mkdir(parents=True)
+    for name in ("run.json", "metrics.json"):
+        (copy / name).write_bytes((published / name).read_bytes())
+    metrics = json.loads((copy / "metrics.json").read_text())
+    metrics["fr"]["value"] = 12.5  # the published copy differs: the runs folder's row wins
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    assert invoke("leaderboard", "--runs", runs, "--out", out).exit_code == 0
+    board = rows(out / "toy_bright.csv")
+    assert sorted(r["run_id"] for r in board) == sorted({r["run_id"] for r in board})
+    assert len(board) == 2 and 12.5 not in [float(r["fr"]) for r in board]
+
+
 def test_a_method_variant_setting_shows_beside_the_profile(tmp_path):
     """DiME's ablations (``--set variant=naive``) get rows of their own: ``quick/naive``."""
     for name, config in (("a", {"variant": "naive"}), ("b", {"tau": 15})):
