@@ -2,10 +2,11 @@
 
 Run records are read from the runs folder (``runs/``) and from ``<out>/runs/``, where
 the records behind the repository's published rows live (metadata, tables and grids
-only); a run in both is one row, the runs folder's. For every (dataset, attr) it writes ``<dataset>_<attr>.csv`` and a markdown twin:
-the published rows (``source=reported``, with paper and table) beside the rows of
-finished runs (``source=reproduced``, with run id, n, seed and protocol). Metric
-columns follow the papers' order; a metric a row lacks is an empty cell.
+only); a run in both is one row, the runs folder's. For every (dataset, attr) it writes
+``<dataset>_<attr>.csv`` and a markdown twin: the published rows (``source=reported``,
+with paper and table) beside the rows of finished runs (``source=reproduced``, with run
+id, n, seed and protocol). Metric columns follow the papers' order; a metric a row lacks
+is an empty cell.
 """
 from __future__ import annotations
 
