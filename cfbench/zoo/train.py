@@ -133,12 +133,14 @@ class TrainingState:
         torch.save(state, buffer)
         atomic_write_bytes(self.path, buffer.getvalue())
 
-    def load(self, parts: dict[str, Any], device: torch.device) -> tuple[int, list[float], float]:
-        """Restore ``parts`` in place; returns (step, history, seconds)."""
+    def load(self, parts: dict[str, Any]) -> tuple[int, list[float], float]:
+        """Restore ``parts`` in place, wherever they live; returns (step, history, seconds).
+        The state is read onto the CPU: the random state must be a CPU tensor, and each
+        part moves its own tensors to its device."""
         if not self.path.exists():
             raise CfbenchError(f"no training state of {self.entry.name!r} to resume at {self.path}.")
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)  # parts move their own tensors
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - any unreadable file is one message
             raise CfbenchError(f"{self.path} is not a readable training state ({e}).") from None
         if state.get("identity") != self.identity:
@@ -182,7 +184,7 @@ def fit(
     sample_rows = RowSampler(data.identities, entry.batch_size, entry.per_identity)
     average = AveragedModel(model, multi_avg_fn=ema_with_warmup(entry.ema)) if entry.ema else None
     parts = {"model": model, "optimizer": optimizer, "schedule": schedule, **({"average": average} if average else {})}
-    start, history, spent = state.load(parts, device) if resume else (0, [], 0.0)
+    start, history, spent = state.load(parts) if resume else (0, [], 0.0)
     autocast = device.type == "cuda" or entry.cpu_bf16
     model.train()
     began = time.time()
