@@ -29,6 +29,17 @@ from cfbench.files import atomic_write_bytes, atomic_write_text
 IMAGE_DIRS = ("originals", "counterfactuals", "masks")
 
 
+def json_text(value: Any) -> str:
+    """The encoding of a run's JSON files: sorted keys, and values JSON cannot hold
+    (paths, dtypes) as their ``str``."""
+    return json.dumps(value, indent=2, sort_keys=True, default=str) + "\n"
+
+
+def as_stored(value: Any) -> Any:
+    """``value`` as a run's JSON file gives it back (tuples become lists, paths strings)."""
+    return json.loads(json_text(value))
+
+
 def quantize(images: torch.Tensor) -> torch.Tensor:
     """[0, 1] floats to uint8 by rounding (not truncation), (N, C, H, W)."""
     return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
@@ -94,7 +105,7 @@ class RunRecord:
             raise CfbenchError(f"cannot write the run directory {self.path}: {e.strerror}; choose another --out.") from None
 
     def write_info(self, info: dict[str, Any]) -> None:
-        atomic_write_text(self.info_path, json.dumps(info, indent=2, sort_keys=True, default=str) + "\n")
+        atomic_write_text(self.info_path, json_text(info))
 
     def read_table(self) -> pd.DataFrame:
         if not self.table_path.exists():
@@ -123,7 +134,7 @@ class RunRecord:
         return (self.path / folder / f"{sample_id}.png").exists()
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
-        atomic_write_text(self.path / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(self.path / "metrics.json", json_text(metrics))
 
     def read_metrics(self) -> dict[str, Any] | None:
         path = self.path / "metrics.json"

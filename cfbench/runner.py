@@ -29,7 +29,7 @@ from cfbench.metrics.base import EvalData
 from cfbench.metrics.protocol import protocol_metrics
 from cfbench.methods import METHODS
 from cfbench.oracles import DEFAULTS, NETWORKS, ROLES
-from cfbench.record import RunRecord, png_bytes, quantize
+from cfbench.record import RunRecord, as_stored, png_bytes, quantize
 from cfbench.visualize import comparison_grid
 
 GRID_SAMPLES = 8
@@ -65,11 +65,6 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise CfbenchError("--device cuda: no CUDA device is available; use --device cpu.")
     return torch.device(name)
-
-
-def _as_json(value: Any) -> Any:
-    """``value`` after a JSON round trip, as run.json holds it."""
-    return json.loads(json.dumps(value, default=str))
 
 
 class Run:
@@ -113,7 +108,7 @@ class Run:
         self.network = load_classifier(self.classifier_name, self.attribute).to(self.device)
         self.method = self.method_cls(self.config, self.device)  # missing weights fail before any directory exists
         # as run.json stores it (tuples become lists), so that a resumed run compares equal
-        self.identity = _as_json({
+        self.identity = as_stored({
             "method": spec.method,
             "dataset": spec.dataset,
             "attribute": self.attribute,
@@ -125,7 +120,7 @@ class Run:
         self.record = RunRecord(spec.out or spec.runs_root / f"{spec.dataset}_{self.attr_key}" / self.default_name())
 
     def default_name(self) -> str:
-        digest = hashlib.sha256(json.dumps(self.identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        digest = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:8]
         return f"{self.spec.method}-{self.profile}-s{self.spec.seed}-{digest}"
 
     @property
