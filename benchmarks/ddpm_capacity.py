@@ -148,7 +148,8 @@ def main() -> None:
         train(args.name, device, args.steps)
     elif args.command == "measure":
         figures = measure(args.name, device, args.out, args.eval_size)["measured"]
-        print(f"{args.name}: FID {figures['fid_synthfaces_features']:.1f}, gap {figures['max_frequency_gap_points']:.1f}")
+        fid, gap = figures["fid_synthfaces_features"], figures["max_frequency_gap_points"]
+        print(f"{args.name}: FID {fid:.1f}, gap {gap:.1f}")
     else:
         print(json.dumps(retention(args.variant, args.weights, args.n, args.starts, device), indent=1))
 

@@ -45,11 +45,12 @@ def reported_rows(reference_dir: Path) -> pd.DataFrame:
     return table
 
 
-def _variant(identity: dict) -> str:
-    """The run's profile, followed by the method's own ``variant`` setting where its config has
-    one (DiME's Table 2 ablations): ``quick/naive``."""
-    variant = identity.get("config", {}).get("variant")
-    return f"{identity['profile']}/{variant}" if variant else identity["profile"]
+def _variant(info: dict) -> str:
+    """The run's profile, followed by the settings its method names in ``row_settings``
+    (DiME's Table 2 ablation): ``quick/naive``."""
+    config = info["identity"].get("config", {})
+    settings = [str(config[key]) for key in info.get("row_settings", ()) if key in config]
+    return "/".join([info["identity"]["profile"], *settings])
 
 
 def reproduced_rows(runs_root: Path) -> pd.DataFrame:
@@ -67,7 +68,7 @@ def reproduced_rows(runs_root: Path) -> pd.DataFrame:
             "dataset": identity["dataset"],
             "attr": info["attr"],
             "method": identity["method"],
-            "variant": _variant(identity),
+            "variant": _variant(info),
             "run_id": info["run_id"],
             "n": info.get("n"),
             "seed": identity["seed"],

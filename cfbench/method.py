@@ -82,8 +82,9 @@ class Method:
     """Base class of method plugins.
 
     Subclasses set ``Config``, ``access`` and ``paper``, may give per-dataset
-    config overrides in ``dataset_configs`` and named ``profiles`` (``quick`` /
-    ``paper``), and implement `explain`.
+    config overrides in ``dataset_configs``, named ``profiles`` (``quick`` /
+    ``paper``) and the ``row_settings`` that give a run a leaderboard row of its own,
+    and implement `explain`.
     """
 
     Config: ClassVar[type[MethodConfig]] = MethodConfig
@@ -92,6 +93,8 @@ class Method:
     dataset_configs: ClassVar[dict[str, dict[str, Any]]] = {}
     profiles: ClassVar[dict[str, dict[str, Any]]] = {"paper": {}}
     default_profile: ClassVar[str] = "paper"
+    #: config fields shown after the profile in a run's leaderboard ``variant`` (``quick/naive``)
+    row_settings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: MethodConfig, device: torch.device | str = "cpu"):
         self.config = config

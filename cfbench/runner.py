@@ -139,6 +139,7 @@ class Run:
                 "protocol": self.protocol,
                 "access": self.method_cls.access,
                 "paper": self.method_cls.paper,
+                "row_settings": list(self.method_cls.row_settings),
                 "environment": describe_environment(self.device, self.spec.seed),
             },
         )

@@ -243,6 +243,7 @@ class DiME(Method):
     Config = DiMEConfig
     access = "white-box"
     paper = "Jeanneret et al., ACCV 2022"
+    row_settings = ("variant",)  # the Table 2 ablations are rows of their own
     dataset_configs = {
         # the paper's setting (§3.2 implementation details): the DiME/ACE CelebA 128 px DDPM
         "celeba": {"backbone": "ddpm-celeba128"},

@@ -79,17 +79,33 @@ def test_a_run_published_into_the_leaderboards_is_one_row(runs, tmp_path):
     assert len(board) == 2 and 12.5 not in [float(r["fr"]) for r in board]
 
 
-def test_a_method_variant_setting_shows_beside_the_profile(tmp_path):
-    """DiME's ablations (``--set variant=naive``) get rows of their own: ``quick/naive``."""
-    for name, config in (("a", {"variant": "naive"}), ("b", {"tau": 15})):
+def test_the_settings_a_method_names_show_beside_the_profile(tmp_path):
+    """A run's ``row_settings`` (DiME: ``variant``, as ``--set variant=naive``) label its row
+    after the profile, ``quick/naive``; a config field the method does not name does not."""
+    for name, config, settings in (
+        ("a", {"variant": "naive", "tau": 15}, ["variant"]),
+        ("b", {"variant": "naive", "tau": 15}, []),
+        ("c", {"variant": "dime", "tau": 15}, ["variant", "tau"]),
+    ):
         run_dir = tmp_path / "runs" / "toy_bright" / name
         run_dir.mkdir(parents=True)
         identity = {"method": "dime", "dataset": "toy", "attribute": "bright", "classifier": "toy-bright", "seed": 0,
                     "profile": "quick", "config": config}  # fmt: skip
-        (run_dir / "run.json").write_text(json.dumps({"identity": identity, "attr": "bright", "run_id": name}))
+        info = {"identity": identity, "attr": "bright", "run_id": name, "row_settings": settings}
+        (run_dir / "run.json").write_text(json.dumps(info))
         (run_dir / "metrics.json").write_text(json.dumps({"fr": {"value": 50.0, "ci": [40.0, 60.0], "n": 8}}))
     table = reproduced_rows(tmp_path / "runs")
-    assert table.set_index("run_id")["variant"].to_dict() == {"a": "quick/naive", "b": "quick"}
+    assert table.set_index("run_id")["variant"].to_dict() == {"a": "quick/naive", "b": "quick", "c": "quick/dime/15"}
+
+
+def test_a_run_records_the_settings_its_method_names(runs):
+    from methods.dime import DiME
+
+    assert DiME.row_settings == ("variant",)
+    for info_path in (runs / "toy_bright").glob("*/run.json"):
+        info = json.loads(info_path.read_text())
+        if info.get("identity"):  # identity and pgd name none
+            assert info["row_settings"] == [], info_path
 
 
 def test_reported_rows_match_the_packaged_tables(runs, tmp_path):
