@@ -99,9 +99,9 @@ def test_the_settings_a_method_names_show_beside_the_profile(tmp_path):
 
 
 def test_a_run_records_the_settings_its_method_names(runs):
-    from methods.dime import DiME
+    from cfbench.methods import METHODS
 
-    assert DiME.row_settings == ("variant",)
+    assert METHODS.get("dime").row_settings == ("variant",)
     for info_path in (runs / "toy_bright").glob("*/run.json"):
         info = json.loads(info_path.read_text())
         if info.get("identity"):  # identity and pgd name none
