@@ -28,6 +28,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from cfbench.datasets.synthfaces.spec import ATTRIBUTES
+from cfbench.diffusion.sampling import Denoiser, denoise
 from cfbench.record import png_bytes
 from cfbench.zoo import ZOO
 from cfbench.zoo import evaluate as ev
@@ -84,7 +85,7 @@ def measure(name: str, device: torch.device, out: Path, eval_size: int) -> dict:
 
 def retention(variant: str, weights: Path | None, n: int, starts: list[int], device: torch.device) -> dict:
     """Oracle decisions on ``n`` test images against those on the images noised to
-    respaced step k of 50 (`q_sample`) and sampled back to step 0 (`p_sample_loop`):
+    respaced step k of 50 (`q_sample`) and sampled back to step 0 (`sampling.denoise`):
     for Mouth_Slightly_Open and Smiling, the share of positives kept and of negatives
     turned positive; with small pixel noise as the control."""
     entry = BASE if variant == "zoo" else ZOO[variant]
@@ -117,8 +118,8 @@ def retention(variant: str, weights: Path | None, n: int, starts: list[int], dev
         t = torch.full((n,), k - 1)
         x_t = process.q_sample(x * 2 - 1, t, torch.randn(x.shape, generator=generator))
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            out = torch.cat([process.p_sample_loop(model, x_t[i : i + 100].to(device), start=k, generator=generator)
-                             for i in range(0, n, 100)])  # fmt: skip
+            out = torch.cat([denoise(Denoiser(model, process, len(x_t[i : i + 100])), x_t[i : i + 100].to(device),
+                                     start=k, noise=generator) for i in range(0, n, 100)])  # fmt: skip
         record["denoised_from_step"][f"{k}/50"] = compared(((out.float().cpu() + 1) / 2).clamp(0, 1))
         print(f"{variant} from step {k}/50: {record['denoised_from_step'][f'{k}/50']}", flush=True)
     return record

@@ -15,6 +15,7 @@ from cfbench.diffusion.gaussian import (
     discretized_gaussian_log_likelihood,
     space_timesteps,
 )
+from cfbench.diffusion.sampling import Denoiser, ddim_invert, denoise
 
 
 def original_alphas_cumprod(schedule: str = "linear", steps: int = 1000) -> np.ndarray:
@@ -204,13 +205,14 @@ def test_ddim_with_an_oracle_recovers_x0(respacing):
     x0 = torch.rand(2, 3, 8, 8, generator=gen) * 1.8 - 0.9
     model = oracle(diffusion, x0)
     x_T = torch.randn(x0.shape, generator=gen)
-    torch.testing.assert_close(diffusion.ddim_sample_loop(model, x_T), x0, rtol=0, atol=1e-5)
-    x_T = diffusion.ddim_invert(model, x0)
+    denoiser = Denoiser(model, diffusion, 2)
+    torch.testing.assert_close(denoise(denoiser, x_T, sampler="ddim"), x0, rtol=0, atol=1e-5)
+    x_T = ddim_invert(denoiser, x0)
     assert not torch.allclose(x_T, x0, atol=0.1)
-    torch.testing.assert_close(diffusion.ddim_sample_loop(model, x_T), x0, rtol=0, atol=1e-5)
+    torch.testing.assert_close(denoise(denoiser, x_T, sampler="ddim"), x0, rtol=0, atol=1e-5)
     # a partial run from index `start` also lands on x0
     x_mid = diffusion.q_sample(x0, torch.full((2,), diffusion.num_timesteps // 2))
-    torch.testing.assert_close(diffusion.ddim_sample_loop(model, x_mid, start=diffusion.num_timesteps // 2),
+    torch.testing.assert_close(denoise(denoiser, x_mid, diffusion.num_timesteps // 2, sampler="ddim"),
                                x0, rtol=0, atol=1e-5)
 
 
@@ -222,28 +224,29 @@ def test_sampling_loops_call_the_model_with_original_timesteps():
         seen.append(t.tolist())
         return torch.zeros_like(x)
 
-    diffusion.ddim_sample_loop(model, torch.zeros(2, 1, 2, 2), start=3)
+    denoise(Denoiser(model, diffusion, 2), torch.zeros(2, 1, 2, 2), 3, sampler="ddim")
     assert seen == [[40, 40], [20, 20], [0, 0]]
     seen.clear()
-    diffusion.ddim_invert(model, torch.zeros(1, 1, 2, 2))
+    ddim_invert(Denoiser(model, diffusion, 1), torch.zeros(1, 1, 2, 2))
     assert [s[0] for s in seen] == list(range(0, 1000, 20))
     with pytest.raises(ValueError, match="start"):
-        diffusion.p_sample_loop(model, (1, 1, 2, 2), start=51)
+        denoise(Denoiser(model, diffusion, 1), torch.zeros(1, 1, 2, 2), 51)
 
 
-def test_p_sample_loop_is_deterministic_with_a_seeded_generator():
+def test_ancestral_loop_is_deterministic_with_a_seeded_generator():
     diffusion = GaussianDiffusion.from_config(100, respacing="10")
     model = TinyNet()
 
-    def run(seed: int) -> torch.Tensor:
-        return diffusion.p_sample_loop(model, (2, 3, 8, 8), generator=torch.Generator().manual_seed(seed))
+    def run(seed: int, x_T: torch.Tensor | None = None, start: int | None = None) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        x_T = torch.randn((2, 3, 8, 8), generator=generator) if x_T is None else x_T
+        return denoise(Denoiser(model, diffusion, 2), x_T, start, noise=generator)
 
     a, b, c = run(0), run(0), run(1)
     assert a.shape == (2, 3, 8, 8) and torch.isfinite(a).all()
     assert torch.equal(a, b) and not torch.allclose(a, c)
     x_T = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(5))
-    out = diffusion.p_sample_loop(model, x_T, generator=torch.Generator().manual_seed(0), start=4)
-    assert torch.equal(out, diffusion.p_sample_loop(model, x_T, generator=torch.Generator().manual_seed(0), start=4))
+    assert torch.equal(run(0, x_T, 4), run(0, x_T, 4)) and not torch.equal(run(0, x_T, 4), run(0, x_T, 5))
 
 
 # --- training loss ------------------------------------------------------------------
@@ -340,7 +343,7 @@ def test_ddim_step_matches_diffusers(eta):
         t = torch.full((2,), i)
         t_orig = int(diffusion.timestep_map[i])
         noise = torch.randn(x.shape, generator=gen, dtype=torch.float64)
-        ours = diffusion.ddim_step(model, x, t, eta=eta, noise=noise)
+        ours = diffusion.ddim_step(model(x, diffusion.model_timesteps(t)), t, x, eta=eta, noise=noise)
         theirs = sched.step(model(x, diffusion.model_timesteps(t)), t_orig, x, eta=eta,
                             use_clipped_model_output=True, variance_noise=noise)
         if i == 49:
@@ -350,7 +353,7 @@ def test_ddim_step_matches_diffusers(eta):
 
 
 @pytest.mark.parametrize("variance", ["learned_range", "fixed_large", "fixed_small"])
-def test_respaced_p_sample_matches_diffusers_ddpm_step(variance):
+def test_respaced_p_step_matches_diffusers_ddpm_step(variance):
     diffusion = GaussianDiffusion.from_config(1000, respacing="25", variance=variance)  # uneven gaps of 41/42
     sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", variance_type=variance, clip_sample=True)
     sched.set_timesteps(timesteps=diffusion.timestep_map.flip(0).tolist())
@@ -361,7 +364,7 @@ def test_respaced_p_sample_matches_diffusers_ddpm_step(variance):
         t = torch.full((2,), i)
         t_orig = int(diffusion.timestep_map[i])
         output = model(x, diffusion.model_timesteps(t))
-        ours = diffusion.p_sample(model, x, t, generator=torch.Generator().manual_seed(i))
+        ours = diffusion.p_step(output, t, x, generator=torch.Generator().manual_seed(i))
         theirs = sched.step(output, t_orig, x, generator=torch.Generator().manual_seed(i))
         torch.testing.assert_close(ours["pred_x0"], theirs.pred_original_sample, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(ours["sample"], theirs.prev_sample, rtol=1e-10, atol=1e-10)
@@ -388,10 +391,10 @@ def test_ddim_reverse_step_matches_diffusers_inverse_step_formula():
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
     for i in (0, 1, 25, 48):
         t = torch.full((2,), i)
-        ours = diffusion.ddim_reverse_step(model, x, t)
+        ours = diffusion.ddim_reverse_step(model(x, diffusion.model_timesteps(t)), t, x)
         theirs = sched.step(model(x, diffusion.model_timesteps(t)), int(diffusion.timestep_map[i + 1]), x)
         torch.testing.assert_close(ours["sample"], theirs.prev_sample, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(ours["pred_x0"], theirs.pred_original_sample, rtol=1e-10, atol=1e-10)
-    last = diffusion.ddim_reverse_step(model, x, torch.full((2,), 49))  # ᾱ_next = 0: the sample is ε
+    last = diffusion.ddim_reverse_step(model(x, torch.full((2,), 980)), torch.full((2,), 49), x)  # ᾱ_next = 0: the sample is ε
     eps = model(x, torch.full((2,), 980))
     torch.testing.assert_close(last["sample"], eps, rtol=1e-10, atol=1e-10)

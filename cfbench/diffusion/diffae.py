@@ -39,6 +39,7 @@ from torch import nn
 
 from cfbench.checkpoints import load_strict, read_torch
 from cfbench.diffusion.gaussian import GaussianDiffusion
+from cfbench.diffusion.sampling import Denoiser, ddim_invert, denoise
 from cfbench.diffusion.unet import (
     GroupNorm32,
     ResBlock,
@@ -145,9 +146,12 @@ class _TimeEmbed(nn.Module):
 
 @lru_cache(maxsize=8)
 def ddim_process(steps: int) -> GaussianDiffusion:
-    """DiffAE's DDIM sampler for ``steps`` steps: T = 1000 linear betas, "ddim{steps}"
-    respacing, ε prediction, x̂_0 clipped."""
-    return GaussianDiffusion.from_config(1000, "linear", f"ddim{steps}", variance="fixed_large")
+    """DiffAE's DDIM sampler for ``steps`` steps: its training process (the DiffAE records of
+    `cfbench.diffusion.backbones`: T = 1000 linear betas, ε) on "ddim{steps}" respacing,
+    x̂_0 clipped."""
+    from cfbench.diffusion.backbones import BACKBONES
+
+    return BACKBONES.get("diffae-celeba128").make_process(f"ddim{steps}")
 
 
 class DiffAE(UNet):
@@ -184,12 +188,13 @@ class DiffAE(UNet):
         """The stochastic subcode x_T (paper §3 "Stochastic encoder"): deterministic DDIM
         inversion of x (in [-1, 1]) conditioned on z_sem over the ``steps`` timesteps
         {0, s, 2s, ...} of T = 1000 (DiffAE's ``encode_stochastic``; GCD uses 250 steps)."""
-        return ddim_process(steps).ddim_invert(self._eps(z_sem, x), x, progress=progress)
+        return ddim_invert(Denoiser(self._eps(z_sem, x), ddim_process(steps), len(x)), x, progress=progress)
 
     def render(self, z_sem: torch.Tensor, x_T: torch.Tensor, steps: int = 100, progress: bool = False) -> torch.Tensor:
         """Decode (z_sem, x_T) to an image in [-1, 1] by deterministic DDIM sampling (η = 0)
         over ``steps`` steps (GCD uses 100). DiffAE's ``render`` returns (x + 1)/2 instead."""
-        return ddim_process(steps).ddim_sample_loop(self._eps(z_sem, x_T), x_T, progress=progress)
+        return denoise(Denoiser(self._eps(z_sem, x_T), ddim_process(steps), len(x_T)), x_T, sampler="ddim",
+                       progress=progress)
 
 
 def _preset_name(config: DiffAEConfig) -> str | None:

@@ -44,7 +44,7 @@ tests/test_diffusion_process.py):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -235,29 +235,32 @@ class GaussianDiffusion:
                              f"{tuple(x.shape)}; got {tuple(out.shape)}")
         return channels
 
-    def _split(self, out: Tensor, x: Tensor, t: Tensor, clip: bool) -> dict[str, Tensor]:
-        channels = self._check(out, x)
+    def predict(self, output: Tensor, t: Tensor, x: Tensor, clip: bool | None = None) -> dict[str, Tensor]:
+        """What the model output says about p(x_{t-1} | x_t): x̂_0 = (x_t - √(1-ᾱ_t) ε)/√ᾱ_t,
+        the posterior mean μ̃(x̂_0, x_t) (Ho et al. 2020, eqs. 7, 15), the variance and
+        log-variance (learned range: Nichol & Dhariwal 2021, eq. 15) and ε itself.
+        ``clip`` (default ``clip_denoised``) clips x̂_0 to [-1, 1]."""
+        channels = self._check(output, x)
         if self.variance == "learned_range":  # Nichol & Dhariwal 2021, eq. 15: v in [-1, 1] interpolates logs
-            eps, v = out[:, :channels], out[:, channels:]
+            eps, v = output[:, :channels], output[:, channels:]
             frac = (v + 1) / 2
             log_var = frac * self._at(self.log_betas, t, x) + (1 - frac) * self._at(
                 self.posterior_log_variance_clipped, t, x)
         else:
-            eps = out
+            eps = output
             log_arr = self.log_fixed_large_variance if self.variance == "fixed_large" \
                 else self.posterior_log_variance_clipped
             log_var = self._at(log_arr, t, x).expand_as(x)
         pred_x0 = (self._at(self.sqrt_recip_alphas_cumprod, t, x) * x
                    - self._at(self.sqrt_recipm1_alphas_cumprod, t, x) * eps)
-        if clip:
+        if self.clip_denoised if clip is None else clip:
             pred_x0 = pred_x0.clamp(-1, 1)
         mean = self.q_posterior(pred_x0, x, t)[0]
         return {"mean": mean, "variance": torch.exp(log_var), "log_variance": log_var, "pred_x0": pred_x0, "eps": eps}
 
     def p_mean_variance(self, model: Model, x: Tensor, t: Tensor) -> dict[str, Tensor]:
-        """p(x_{t-1} | x_t): mean μ̃(x̂_0, x_t) with x̂_0 = (x_t - √(1-ᾱ_t) ε)/√ᾱ_t (Ho et al. 2020,
-        eqs. 7, 15), its variance/log-variance, x̂_0 (``pred_x0``) and the model's raw ε."""
-        return self._split(model(x, self.model_timesteps(t)), x, t, self.clip_denoised)
+        """:meth:`predict` on the output of ``model(x, original timestep)``."""
+        return self.predict(model(x, self.model_timesteps(t)), t, x)
 
     @staticmethod
     def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -265,94 +268,54 @@ class GaussianDiffusion:
             return torch.randn_like(x)
         return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=generator.device).to(x.device)
 
-    def p_sample(self, model: Model, x: Tensor, t: Tensor, noise: Tensor | None = None,
-                 generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """Ancestral step x_{t-1} = μ + σ z (Ho et al. 2020, Alg. 2); no noise at index 0."""
-        out = self.p_mean_variance(model, x, t)
+    @staticmethod
+    def _nonzero(t: Tensor, x: Tensor) -> Tensor:
+        """1 where the step adds noise (every index but 0), shaped to broadcast against x."""
+        return (t != 0).to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.ndim - 1)))
+
+    def p_step(self, output: Tensor, t: Tensor, x: Tensor, noise: Tensor | None = None,
+               generator: torch.Generator | None = None, shift: Tensor | float | None = None) -> dict[str, Tensor]:
+        """Ancestral step x_{t-1} = μ + σ z (Ho et al. 2020, Alg. 2); no noise at index 0.
+        ``shift`` g moves the mean by the variance times g, μ − Σ·g (DiME eq. 4); the
+        unshifted mean is returned as ``unguided_mean``."""
+        out = self.predict(output, t, x)
+        mean = out["mean"] if shift is None else out["mean"] - out["variance"] * shift  # DiME eq. 4
         noise = self._noise(x, generator) if noise is None else noise
-        nonzero = (t != 0).to(device=x.device, dtype=x.dtype).view(-1, *([1] * (x.ndim - 1)))
-        sample = out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise
-        return {"sample": sample, **{k: out[k] for k in ("pred_x0", "mean", "log_variance", "variance")}}
+        sample = mean + self._nonzero(t, x) * torch.exp(0.5 * out["log_variance"]) * noise
+        return {"sample": sample, "mean": mean, "unguided_mean": out["mean"],
+                **{k: out[k] for k in ("pred_x0", "log_variance", "variance", "eps")}}
 
     def _eps_from_x0(self, x: Tensor, t: Tensor, pred_x0: Tensor) -> Tensor:
         return (self._at(self.sqrt_recip_alphas_cumprod, t, x) * x - pred_x0) / self._at(
             self.sqrt_recipm1_alphas_cumprod, t, x)
 
-    def ddim_step(self, model: Model, x: Tensor, t: Tensor, eta: float = 0.0, noise: Tensor | None = None,
+    def ddim_step(self, output: Tensor, t: Tensor, x: Tensor, eta: float = 0.0, noise: Tensor | None = None,
                   generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """DDIM step (Song et al. 2021, eq. 12, σ from eq. 16 scaled by η) with ε re-derived
         from the (clipped) x̂_0; η = 1 is the ancestral posterior variance, η = 0 deterministic."""
-        out = self.p_mean_variance(model, x, t)
-        eps = self._eps_from_x0(x, t, out["pred_x0"])
+        pred_x0 = self.predict(output, t, x)["pred_x0"]
+        eps = self._eps_from_x0(x, t, pred_x0)
         ac, ac_prev = self._at(self.alphas_cumprod, t, x), self._at(self.alphas_cumprod_prev, t, x)
-        sigma = eta * torch.sqrt((1 - ac_prev) / (1 - ac)) * torch.sqrt(1 - ac / ac_prev)
-        sample = out["pred_x0"] * torch.sqrt(ac_prev) + torch.sqrt(1 - ac_prev - sigma ** 2) * eps
+        sigma = eta * torch.sqrt((1 - ac_prev) / (1 - ac)) * torch.sqrt(1 - ac / ac_prev)  # Song et al. eq. 16
+        sample = pred_x0 * torch.sqrt(ac_prev) + torch.sqrt(1 - ac_prev - sigma ** 2) * eps  # Song et al. eq. 12
         if eta != 0:
             noise = self._noise(x, generator) if noise is None else noise
-            sample = sample + (t != 0).to(device=x.device, dtype=x.dtype).view_as(sigma) * sigma * noise
-        return {"sample": sample, "pred_x0": out["pred_x0"]}
+            sample = sample + self._nonzero(t, x) * sigma * noise
+        return {"sample": sample, "pred_x0": pred_x0, "eps": eps}
 
-    def ddim_reverse_step(self, model: Model, x: Tensor, t: Tensor) -> dict[str, Tensor]:
+    def ddim_reverse_step(self, output: Tensor, t: Tensor, x: Tensor) -> dict[str, Tensor]:
         """Deterministic DDIM inversion step, index t -> t+1 (Song et al. 2021, eq. 12 with
         σ = 0 run forward); ᾱ_next = 0 after the last index, as in guided-diffusion."""
-        out = self.p_mean_variance(model, x, t)
-        eps = self._eps_from_x0(x, t, out["pred_x0"])
+        pred_x0 = self.predict(output, t, x)["pred_x0"]
+        eps = self._eps_from_x0(x, t, pred_x0)
         ac_next = self._at(self.alphas_cumprod_next, t, x)
-        return {"sample": out["pred_x0"] * torch.sqrt(ac_next) + torch.sqrt(1 - ac_next) * eps,
-                "pred_x0": out["pred_x0"]}
-
-    def _indices(self, start: int | None, progress: bool, reverse: bool = True) -> Iterable[int]:
-        start = self.num_timesteps if start is None else int(start)
-        if not 1 <= start <= self.num_timesteps:
-            raise ValueError(f"start must be in 1..{self.num_timesteps}, got {start}")
-        indices = list(range(start))[::-1] if reverse else list(range(start))
-        if progress:
-            from tqdm.auto import tqdm
-            indices = tqdm(indices)
-        return indices
-
-    @staticmethod
-    def _batch(i: int, x: Tensor) -> Tensor:
-        return torch.full((x.shape[0],), i, dtype=torch.long, device=x.device)
-
-    @torch.no_grad()
-    def p_sample_loop(self, model: Model, shape_or_x_T: Sequence[int] | Tensor, *, start: int | None = None,
-                      progress: bool = False, generator: torch.Generator | None = None) -> Tensor:
-        """Ancestral sampling over respaced indices start-1..0 (default: all) from x_T
-        (or N(0, I) noise of the given shape, on the model's device); runs under no_grad."""
-        if isinstance(shape_or_x_T, Tensor):
-            x = shape_or_x_T
-        else:
-            params = getattr(model, "parameters", None)
-            device = next(iter(params()), torch.empty(0)).device if callable(params) else torch.device("cpu")
-            x = self._noise(torch.empty(tuple(shape_or_x_T), device=device), generator)
-        for i in self._indices(start, progress):
-            x = self.p_sample(model, x, self._batch(i, x), generator=generator)["sample"]
-        return x
-
-    @torch.no_grad()
-    def ddim_sample_loop(self, model: Model, x_T: Tensor, *, eta: float = 0.0, start: int | None = None,
-                         progress: bool = False, generator: torch.Generator | None = None) -> Tensor:
-        """DDIM sampling over respaced indices start-1..0 (default: all); runs under no_grad."""
-        x = x_T
-        for i in self._indices(start, progress):
-            x = self.ddim_step(model, x, self._batch(i, x), eta=eta, generator=generator)["sample"]
-        return x
-
-    @torch.no_grad()
-    def ddim_invert(self, model: Model, x0: Tensor, *, progress: bool = False) -> Tensor:
-        """x_0 -> x_T by :meth:`ddim_reverse_step` over indices 0..num_timesteps-1 (x_0 is taken
-        as the state at index 0, as guided-diffusion/DiffAE do); runs under no_grad."""
-        x = x0
-        for i in self._indices(None, progress, reverse=False):
-            x = self.ddim_reverse_step(model, x, self._batch(i, x))["sample"]
-        return x
+        return {"sample": pred_x0 * torch.sqrt(ac_next) + torch.sqrt(1 - ac_next) * eps, "pred_x0": pred_x0}
 
     def _vb_terms_bpd(self, out: Tensor, x0: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         """L_{t-1} = KL(q(x_{t-1}|x_t,x_0) ‖ p(x_{t-1}|x_t)) for t > 0 and the decoder NLL
         -log p(x_0|x_1) at t = 0 (Ho et al. 2020, eq. 5), per sample, in bits per dimension."""
         true_mean, _, true_log_var = self.q_posterior(x0, x_t, t)
-        p = self._split(out, x_t, t, clip=False)
+        p = self.predict(out, t, x_t, clip=False)
         kl = _mean_flat(normal_kl(true_mean, true_log_var, p["mean"], p["log_variance"])) / math.log(2.0)
         nll = -_mean_flat(discretized_gaussian_log_likelihood(x0, p["mean"], 0.5 * p["log_variance"])) / math.log(2.0)
         return torch.where(t.to(x0.device) == 0, nll, kl)

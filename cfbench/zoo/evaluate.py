@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cfbench.datasets.synthfaces import spec
+from cfbench.diffusion.sampling import Denoiser, denoise
 from cfbench.record import quantize
 from cfbench.zoo.augment import simsiam_view
 from cfbench.zoo.data import RenderedSet, render_set
@@ -144,11 +145,12 @@ def ddpm_sample_quality(model: nn.Module, process, image_size: int, n: int, devi
     """``n`` ancestral samples (the process as given, e.g. respaced to 100 steps) against
     the first ``n`` test images: FID and attribute frequencies, and the samples in [0, 1]."""
     generator = torch.Generator().manual_seed(seed)
-    samples = torch.cat([
-        process.p_sample_loop(model, (min(batch_size, n - i), 3, image_size, image_size), generator=generator,
-                              progress=True)
-        for i in range(0, n, batch_size)
-    ])  # fmt: skip
+    device = next(model.parameters()).device
+    samples = []
+    for i in range(0, n, batch_size):
+        x_T = torch.randn((min(batch_size, n - i), 3, image_size, image_size), generator=generator).to(device)
+        samples.append(denoise(Denoiser(model, process, len(x_T)), x_T, noise=generator, progress=True))
+    samples = torch.cat(samples)
     generated = quantize((samples + 1) / 2).float() / 255  # as a run saves images
     figures = {"samples": n, "sampling_steps": process.num_timesteps,
                **_distribution_figures(generated, render_set(image_size, "test", np.arange(n)), device)}  # fmt: skip
