@@ -17,18 +17,22 @@ class ClassifierHandle:
     """Counting wrapper around a binary classifier for a batch of ``n`` samples.
 
     ``samples`` (optional in every call) maps the rows of ``x`` to indices of the
-    batch being explained; it defaults to ``arange(n)`` when ``x`` has ``n`` rows.
+    batch being explained; it defaults to ``arange(n)`` when ``x`` has ``n`` rows. A
+    ``pooled`` handle counts every image as sample 0.
     """
 
     access = ""
 
-    def __init__(self, network: nn.Module, n: int):
+    def __init__(self, network: nn.Module, n: int, pooled: bool = False):
         self.network = network
         self.n = n
+        self.pooled = pooled
         self.queries = torch.zeros(n, dtype=torch.long)
         self.gradients = torch.zeros(n, dtype=torch.long)
 
     def _rows(self, x: torch.Tensor, samples: torch.Tensor | None) -> torch.Tensor:
+        if self.pooled:  # one count for the whole call's images (a fit phase)
+            return torch.zeros(x.shape[0], dtype=torch.long)
         if samples is None:
             if x.shape[0] != self.n:
                 raise ValueError(f"{x.shape[0]} images for a batch of {self.n}: pass samples=")
@@ -82,9 +86,10 @@ class BlackBoxClassifier(ClassifierHandle):
             return self.network(x).reshape(-1).detach()
 
 
-def make_handle(access: str, network: nn.Module, n: int) -> ClassifierHandle:
-    """The handle of the kind a method declared."""
+def make_handle(access: str, network: nn.Module, n: int, pooled: bool = False) -> ClassifierHandle:
+    """The handle of the kind a method declared; ``pooled`` counts every image of every call
+    as sample 0 (``n`` = 1), for work that explains no sample (`Method.fit`)."""
     kinds = {"white-box": WhiteBoxClassifier, "black-box": BlackBoxClassifier}
     if access not in kinds:
         raise CfbenchError(f"unknown classifier access {access!r}: use white-box or black-box")
-    return kinds[access](network, n)
+    return kinds[access](network, n, pooled)

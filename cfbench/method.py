@@ -1,28 +1,34 @@
-"""The Method contract: a config dataclass of paper hyperparameters and `explain`.
+"""The Method contract: a config dataclass of paper hyperparameters, an optional `fit`
+and `explain`.
 
-A method gets a batch of images in [0, 1], the target label of each, and a classifier
+A method gets a batch of images in [0, 1], the target label of each, a classifier
 handle of the kind it declared (`access`): white-box (differentiable) or black-box
-(query-only). It returns `Counterfactuals`.
+(query-only), and the batch's `SampleRNG` (every random draw comes from it, so that a
+counterfactual does not depend on its batch). It returns `Counterfactuals`.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
 
-from cfbench.handles import ClassifierHandle
 from cfbench.errors import CfbenchError
+from cfbench.handles import ClassifierHandle
+from cfbench.randomness import SampleRNG
 
 Access = Literal["white-box", "black-box"]
 COUNTERS = ("diffusion_evals", "classifier_queries", "classifier_gradients")
 
 
-def hparam(default: Any, section: str, help: str = "") -> Any:
-    """A config field with its paper default and the paper section it comes from."""
+def hparam(default: Any, section: str, help: str = "", *, choices: tuple[Any, ...] | None = None,
+           low: float | None = None, high: float | None = None) -> Any:
+    """A config field with its paper default and the paper section it comes from; a
+    value outside ``choices`` or the range [``low``, ``high``] is refused (`MethodConfig.validate`)."""
     kwargs = {"default_factory": lambda: list(default)} if isinstance(default, list) else {"default": default}
-    return field(metadata={"section": section, "help": help}, **kwargs)
+    return field(metadata={"section": section, "help": help, "choices": choices, "low": low, "high": high}, **kwargs)
 
 
 @dataclass
@@ -39,6 +45,21 @@ class MethodConfig:
                 raise CfbenchError(f"--set {key}: {type(self).__name__} has no such key (keys: {known}).")
             values[key] = _parse(key, text, getattr(self, key))
         return dataclasses.replace(self, **values)
+
+    def validate(self, overrides: dict[str, str] | None = None) -> "MethodConfig":
+        """Check every field against its ``choices`` and range; the message names the
+        ``--set`` that gave a bad value."""
+        for f in dataclasses.fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            values = value if isinstance(value, (list, tuple)) else [value]
+            choices, low, high = meta.get("choices"), meta.get("low"), meta.get("high")
+            where = f"--set {f.name}={overrides[f.name]}" if overrides and f.name in overrides else f"{f.name}={value!r}"
+            if choices is not None and any(v not in choices for v in values):
+                raise CfbenchError(f"{where}: {f.name} must be one of {', '.join(map(str, choices))}.")
+            if any((low is not None and v < low) or (high is not None and v > high) for v in values):
+                bounds = f">= {low}" if high is None else f"<= {high}" if low is None else f"in [{low}, {high}]"
+                raise CfbenchError(f"{where}: {f.name} must be {bounds}.")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -97,7 +118,7 @@ class Method:
     row_settings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: MethodConfig, device: torch.device | str = "cpu"):
-        self.config = config
+        self.config = config.validate()
         self.device = torch.device(device)
 
     @classmethod
@@ -108,7 +129,37 @@ class Method:
             raise CfbenchError(f"--profile {profile}: unknown; this method has {', '.join(cls.profiles)}.")
         base = dataclasses.replace(cls.Config(), **cls.dataset_configs.get(dataset, {}))
         base = dataclasses.replace(base, **cls.profiles[profile])
-        return base.replace(overrides)
+        return base.replace(overrides).validate(overrides)
 
-    def explain(self, images: torch.Tensor, targets: torch.Tensor, classifier: ClassifierHandle) -> Counterfactuals:
+    def loss_networks(self) -> dict[str, str]:
+        """The loss networks (`cfbench.losses`) the objective uses, by the paper's name of
+        the term (``{"L_perc": "vgg19-imagenet"}``); the harness records them and keeps
+        them apart from the evaluation networks."""
+        return {}
+
+    def networks(self) -> dict[str, torch.nn.Module]:
+        """Every network the method loaded, by a name of its choice: run.json records the
+        digest of each, and a resumed run must hold the same weights."""
+        return {}
+
+    def fit(self, split: Any, classifier: ClassifierHandle, generator: torch.Generator,
+            directory: Path) -> dict[str, int]:
+        """Learn before explaining (GCD's proxy and directions) from the dataset ``split``
+        (its ``batch(indices) -> (ids, images, labels)``), writing whatever `load_fit` needs
+        into ``directory``; returns its counters (``diffusion_evals``). The harness counts
+        the classifier's queries and gradients (the handle pools them), times it, and skips
+        it when a run resumes after a finished fit. Methods that learn nothing leave it."""
+        raise NotImplementedError
+
+    def load_fit(self, directory: Path) -> None:
+        """Restore what `fit` wrote into ``directory``."""
+        raise NotImplementedError
+
+    @classmethod
+    def fits(cls) -> bool:
+        """Whether the method learns before it explains (it overrides `fit`)."""
+        return cls.fit is not Method.fit
+
+    def explain(self, images: torch.Tensor, targets: torch.Tensor, classifier: ClassifierHandle,
+                rng: SampleRNG) -> Counterfactuals:
         raise NotImplementedError

@@ -2,12 +2,14 @@
 
 Layout::
 
-    run.json              identity (what defines the run), resolved config, environment
+    run.json              identity (what defines the run), resolved config, the digest of every
+                          network it loaded, loss networks and flags, environment
     samples.csv           one row per finished sample
     originals/<id>.png    the inputs as the metrics see them (lossless, rounded to 8 bit)
     counterfactuals/<id>.png
     masks/<id>.png        where the method returns masks
     attributions/<id>.npy, directions/<id>.npy   where the method returns them
+    method/               what `Method.fit` learnt (fit.json: its cost, written last)
     grid.png              originals / counterfactuals / |difference| / mask
     metrics.json          metric name -> value, 95% CI, n, network
 """
@@ -86,8 +88,9 @@ class RunRecord:
             raise CfbenchError(f"{self.info_path} is not a cfbench run record; use another --out.")
         return info
 
-    def open(self, identity: dict[str, Any], info: dict[str, Any]) -> None:
-        """Create the directory, or check that an existing one holds the same run."""
+    def open(self, identity: dict[str, Any], info: dict[str, Any], weights: dict[str, str] | None = None) -> None:
+        """Create the directory, or check that an existing one holds the same run, made
+        with the same weights (``weights``: network -> digest)."""
         existing = self.read_info() if self.path.is_dir() else None
         if existing is not None and existing.get("identity") != identity:
             old = existing.get("identity", {})
@@ -96,11 +99,19 @@ class RunRecord:
                 f"{self.path} holds a run with a different {', '.join(keys)}; "
                 "use another --out (or delete that directory) to start a new run."
             )
+        old_weights = (existing or {}).get("weights")
+        if weights is not None and old_weights is not None and old_weights != weights:
+            changed = sorted(k for k in {*old_weights, *weights} if old_weights.get(k) != weights.get(k))
+            raise CfbenchError(
+                f"{self.path} was made with other weights of {', '.join(changed)}; "
+                "use another --out (or delete that directory) to start a new run with these."
+            )
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             for name in (*IMAGE_DIRS, "attributions", "directions"):
                 (self.path / name).mkdir(exist_ok=True)
-            self.write_info({**(existing or {}), **info, "identity": identity})
+            extra = {} if weights is None else {"weights": weights}
+            self.write_info({**(existing or {}), **info, **extra, "identity": identity})
         except OSError as e:
             raise CfbenchError(f"cannot write the run directory {self.path}: {e.strerror}; choose another --out.") from None
 

@@ -21,15 +21,18 @@ from cfbench.classifiers import load_classifier
 from cfbench.datasets import get_dataset, resolve_attribute
 from cfbench.environment import describe_environment
 from cfbench.errors import CfbenchError
-from cfbench.files import atomic_write_bytes, exclusive_lock
+from cfbench.files import atomic_write_bytes, atomic_write_text, exclusive_lock
 from cfbench.handles import make_handle
+from cfbench.losses import flag_text, overlaps
 from cfbench.method import COUNTERS, Counterfactuals, Method
 from cfbench.metrics import METRICS
 from cfbench.metrics.base import EvalData
 from cfbench.metrics.protocol import protocol_metrics
 from cfbench.methods import METHODS
-from cfbench.oracles import DEFAULTS, NETWORKS, ROLES
-from cfbench.record import RunRecord, as_stored, png_bytes, quantize
+from cfbench.oracles import DEFAULTS, NETWORKS, ROLES, EvalNetwork, load_network
+from cfbench.randomness import SampleRNG, sample_seed
+from cfbench.record import RunRecord, as_stored, json_text, png_bytes, quantize
+from cfbench.weights import state_digest
 from cfbench.visualize import comparison_grid
 
 GRID_SAMPLES = 8
@@ -95,18 +98,38 @@ class Run:
             if role not in ROLES:
                 raise CfbenchError(f"--network {role}={name}: unknown role; known: {', '.join(ROLES)}.")
             NETWORKS.entry(name)
+        self.evaluated_by: dict[str, list[str]] = {}  # metric -> the evaluation networks it uses
         for name in self.metric_names:  # every network a metric needs must be known before the run starts
-            for role in ROLES.keys() & METRICS.get(name).needs:
-                if role not in spec.networks and role not in DEFAULTS.get(spec.dataset, {}):
+            for role in sorted(ROLES.keys() & METRICS.get(name).needs):
+                network = spec.networks.get(role) or DEFAULTS.get(spec.dataset, {}).get(role)
+                if network is None:
                     raise CfbenchError(
                         f"metric {name} needs a {role} network, which {spec.dataset} does not name; "
                         f"pass --network {role}=NAME or --protocol cfbench-v1."
                     )
+                self.evaluated_by.setdefault(name, []).append(network)
         self.profile = spec.profile or self.method_cls.default_profile
         self.config = self.method_cls.resolve_config(spec.dataset, self.profile, spec.overrides)
         self.device = pick_device(spec.device)
+        # every network the run needs is located and read before anything is written or generated
         self.network = load_classifier(self.classifier_name, self.attribute).to(self.device)
-        self.method = self.method_cls(self.config, self.device)  # missing weights fail before any directory exists
+        self.method = self.method_cls(self.config, self.device)
+        self.loss_networks = self.method.loss_networks()
+        self.flags: dict[str, list[str]] = {}  # flag text -> the metrics it concerns
+        for term, loss_network in self.loss_networks.items():
+            shared = overlaps(loss_network, self.evaluated_by)  # refused unless the loss network flags it
+            if shared:
+                self.flags[f"{term}: {flag_text(loss_network, shared)}"] = shared
+        self.eval_networks: dict[str, EvalNetwork] = {}
+        for name in self.metric_names:
+            for role in sorted(ROLES.keys() & METRICS.get(name).needs):
+                if role not in self.eval_networks:
+                    self.eval_networks[role] = load_network(role, spec.dataset, spec.networks.get(role)).to(self.device)
+        self.weights = {
+            f"classifier {self.classifier_name}": state_digest(self.network),
+            **{name: state_digest(module) for name, module in self.method.networks().items()},
+            **{f"{role} {net.name}": state_digest(net.module) for role, net in self.eval_networks.items()},
+        }
         # as run.json stores it (tuples become lists), so that a resumed run compares equal
         self.identity = as_stored({
             "method": spec.method,
@@ -140,12 +163,17 @@ class Run:
                 "access": self.method_cls.access,
                 "paper": self.method_cls.paper,
                 "row_settings": list(self.method_cls.row_settings),
+                "loss_networks": self.loss_networks,
+                "flags": list(self.flags),
                 "environment": describe_environment(self.device, self.spec.seed),
             },
+            self.weights,
         )
         with exclusive_lock(self.record.path / ".lock", wait=False, what=f"run directory {self.record.path}"):
             network = self.network
             method = self.method
+            if method.fits():
+                self._fit(method, network)
             table = self.record.read_table()
             done = {  # a sample is finished when its row and both images are on disk
                 index for index, sample_id in zip(table.get("index", []), table.get("id", []))
@@ -174,6 +202,24 @@ class Run:
             self.record.write_info({**self.record.read_info(), "n": self.spec.n, "finished": time.time()})
         return metrics
 
+    def _fit(self, method: Method, network: torch.nn.Module) -> None:
+        """`Method.fit` once per run: its artifacts in ``<run>/method/``, its cost in run.json;
+        a finished fit (``fit.json`` written last) is loaded instead of redone."""
+        directory = self.record.path / "method"
+        done = directory / "fit.json"
+        if done.exists():
+            method.load_fit(directory)
+            return
+        directory.mkdir(exist_ok=True)
+        handle = make_handle(self.method_cls.access, network, 1, pooled=True)
+        generator = torch.Generator().manual_seed(sample_seed(self.spec.seed, "fit"))
+        began = time.perf_counter()
+        counters = method.fit(self.split, handle, generator, directory)
+        cost = {**{k: int(v) for k, v in counters.items()},
+                **{k: int(v.sum()) for k, v in handle.counters().items()}, "seconds": time.perf_counter() - began}
+        atomic_write_text(done, json_text(cost))
+        self.record.write_info({**self.record.read_info(), "fit": cost})
+
     def _explain_batch(self, method: Method, network: torch.nn.Module, indices: list[int]) -> list[dict[str, Any]]:
         ids, images, labels = self.split.batch(indices)
         originals = quantize(images)
@@ -183,9 +229,9 @@ class Run:
         preds = (logits > 0).long()
         targets = 1 - preds
         handle = make_handle(self.method_cls.access, network, len(indices))
-        torch.manual_seed(self.spec.seed * 1_000_003 + indices[0])
+        rng = SampleRNG(self.spec.seed, ids)  # each sample's own generator: no dependence on the batch
         began = time.perf_counter()
-        result = method.explain(x, targets.to(self.device), handle)
+        result = method.explain(x, targets.to(self.device), handle, rng)
         elapsed = (time.perf_counter() - began) / len(indices)
         self._check(result, x, ids)
         counterfactuals = quantize(result.images)
@@ -252,6 +298,7 @@ class Run:
             dataset=self.spec.dataset,
             attribute=self.attribute,
             networks=dict(self.spec.networks),
+            _loaded=dict(self.eval_networks),
         )
 
     def other_seeds(self) -> list[RunRecord]:
@@ -276,6 +323,9 @@ class Run:
         for name in self.metric_names:
             metric = METRICS.get(name)()
             results[name] = {**metric.compute(data).to_dict(), "higher_is_better": metric.higher_is_better}
+            flags = [text for text, metrics in self.flags.items() if name in metrics]
+            if flags:
+                results[name]["flags"] = flags
         return results
 
     def _write_grid(self, table: pd.DataFrame) -> None:

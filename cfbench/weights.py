@@ -6,11 +6,16 @@ which file, where it was looked for and where it is published.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cfbench.errors import CfbenchError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -119,3 +124,16 @@ def locate(name: str, path: Path | str | None = None) -> Path:
             f"(put it there or set CFBENCH_HOME)."
         )
     return found
+
+
+def state_digest(module: nn.Module) -> str:
+    """sha256 of a network's state dict (names, dtypes, shapes and values, in key order):
+    the identity of the weights a run used, however they were stored."""
+    import torch
+
+    digest = hashlib.sha256()
+    for key, value in module.state_dict().items():
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from cfbench.handles import ClassifierHandle
+from cfbench.randomness import SampleRNG
 from cfbench.methods import METHODS, Counterfactuals, Method, MethodConfig
 
 
@@ -22,6 +23,7 @@ class Identity(Method):
     access = "black-box"
     paper = "baseline"
 
-    def explain(self, images: torch.Tensor, targets: torch.Tensor, classifier: ClassifierHandle) -> Counterfactuals:
+    def explain(self, images: torch.Tensor, targets: torch.Tensor, classifier: ClassifierHandle,
+                rng: SampleRNG) -> Counterfactuals:
         success = classifier.predict(images) == targets.cpu()
         return Counterfactuals(images=images.clone(), success=success, counters=classifier.counters())

@@ -13,15 +13,17 @@ import torch
 import torch.nn.functional as F
 
 from cfbench.handles import ClassifierHandle
+from cfbench.randomness import SampleRNG
 from cfbench.methods import METHODS, Counterfactuals, Method, MethodConfig, hparam
 
 
 @dataclass
 class PGDConfig(MethodConfig):
-    norm: str = hparam("linf", "Madry et al. §2", "threat model: linf or l2")
-    epsilon: float = hparam(8 / 255, "Madry et al. §5 (CIFAR-10)", "radius of the ball around the input, [0,1] scale")
-    step_size: float = hparam(2 / 255, "Madry et al. §5 (CIFAR-10)", "step per iteration")
-    steps: int = hparam(20, "Madry et al. §5", "iterations")
+    norm: str = hparam("linf", "Madry et al. §2", "threat model: linf or l2", choices=("linf", "l2"))
+    epsilon: float = hparam(8 / 255, "Madry et al. §5 (CIFAR-10)", "radius of the ball around the input, [0,1] scale",
+                            low=0.0)
+    step_size: float = hparam(2 / 255, "Madry et al. §5 (CIFAR-10)", "step per iteration", low=0.0)
+    steps: int = hparam(20, "Madry et al. §5", "iterations", low=0)
     random_start: bool = hparam(True, "Madry et al. §2", "start from a uniform point of the ball")
 
 
@@ -33,15 +35,14 @@ class PGD(Method):
     access = "white-box"
     paper = "Madry et al., ICLR 2018"
 
-    def explain(self, images: torch.Tensor, targets: torch.Tensor, classifier: ClassifierHandle) -> Counterfactuals:
+    def explain(self, images: torch.Tensor, targets: torch.Tensor, classifier: ClassifierHandle,
+                rng: SampleRNG) -> Counterfactuals:
         cfg = self.config
-        if cfg.norm not in ("linf", "l2"):
-            raise ValueError(f"norm must be linf or l2, not {cfg.norm!r}")
         x0 = images.detach()
         y = targets.to(x0.dtype).to(x0.device)
         delta = torch.zeros_like(x0)
         if cfg.random_start:
-            delta = (torch.rand_like(x0) * 2 - 1) * cfg.epsilon
+            delta = (rng.rand(x0.shape[1:], device=x0.device, dtype=x0.dtype) * 2 - 1) * cfg.epsilon
             delta = self._project(delta)
         # keep x0 + delta in [0, 1] by projection: clamp() in the forward pass has zero
         # gradient at 0 and 1, so pixels there (saturated, or pushed out by the random start) never moved

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,23 +14,30 @@ import pytest
 import torch
 from torch import nn
 
+from cfbench import losses
+from cfbench.diffusion.backbones import Backbone, BackboneRecord
 from cfbench.diffusion.gaussian import GaussianDiffusion
 from cfbench.diffusion.unet import UNet, UNetConfig
 from cfbench.errors import CfbenchError
 from cfbench.handles import make_handle
+from cfbench.losses import FeatureDistance
 from cfbench.methods import METHODS
-from cfbench.methods import dime as dime_module
-from cfbench.methods.dime import Backbone, DiME, DiMEConfig, FeatureDistance, guided_step, unet_evaluations
+from cfbench.methods.dime import DiME, DiMEConfig, unet_evaluations
+from cfbench.randomness import SampleRNG
 from tests.conftest import assert_one_error_line, invoke
 
 TINY = UNetConfig(image_size=16, model_channels=32, channel_mult=(1,), attention_resolutions=(), num_res_blocks=1)
+
+
+TINY_RECORD = BackboneRecord("tiny", "ddpm", "", 16, {"num_timesteps": 100, "schedule": "linear",
+                                                      "variance": "learned_range"})
 
 
 def tiny_backbone() -> Backbone:
     torch.manual_seed(0)
     model = UNet(TINY)
     nn.init.normal_(model.out[-1].weight, std=0.02)  # the zero-initialised output layer, made non-trivial
-    return Backbone(model.eval(), GaussianDiffusion.from_config(100, "linear", "20"), 16, "tiny")
+    return Backbone(TINY_RECORD, model.eval(), TINY_RECORD.make_process("20"))
 
 
 class Brightness(nn.Module):
@@ -65,8 +73,8 @@ def bright_and_dark(n: int = 4, size: int = 16) -> torch.Tensor:
 
 
 def explain(m: DiME, images: torch.Tensor, targets: torch.Tensor, network: nn.Module | None = None, seed: int = 0):
-    torch.manual_seed(seed)
-    return m.explain(images, targets, make_handle("white-box", network or Brightness(), len(images)))
+    rng = SampleRNG(seed, [str(i) for i in range(len(images))])
+    return m.explain(images, targets, make_handle("white-box", network or Brightness(), len(images)), rng)
 
 
 # -- the guided step (eq. 4) and the gradients (eq. 8) ---------------------------------------------
@@ -83,7 +91,7 @@ def test_guided_step_matches_a_hand_computed_case(i):
         return output
 
     t = torch.full((2,), i)
-    step = guided_step(diffusion, model, z, t, grads, noise)
+    step = diffusion.p_step(model(z, diffusion.model_timesteps(t)), t, z, noise, shift=grads)
     assert seen == [[int(diffusion.timestep_map[i])] * 2]  # one call, at the original timestep
     assert torch.equal(step["mean"], step["unguided_mean"] - step["variance"] * grads)
 
@@ -135,21 +143,21 @@ def test_the_step_uses_clean_gradients_over_sqrt_alpha_and_l1_on_z(monkeypatch, 
     """τ = 1: one guided step at index 0 with x_t = x: g = ∇L_class/√ᾱ_0 (direct: without 1/√ᾱ_0)
     + η·sign(z − x)."""
     calls = []
-    real = dime_module.guided_step
-
-    def recording(diffusion, model, z, t, grads, noise=None):
-        calls.append((z.clone(), t.clone(), grads.clone()))
-        return real(diffusion, model, z, t, grads, noise)
-
-    monkeypatch.setattr(dime_module, "guided_step", recording)
     weight = torch.randn(1, 3, 16, 16)
     m = method(tau=1, classifier_scales=(8.0,), variant=variant)
+    real = m.backbone.process.p_step
+
+    def recording(output, t, z, noise=None, generator=None, shift=None):
+        calls.append((z.clone(), t.clone(), shift.clone()))
+        return real(output, t, z, noise, generator, shift)
+
+    monkeypatch.setattr(m.backbone.process, "p_step", recording)
     images = bright_and_dark(2)
     explain(m, images, torch.tensor([0, 1]), Linear(weight))
     (z, t, grads), = calls
     x = images * 2 - 1
     class_grad = torch.stack([4 * weight[0], -4 * weight[0]])  # targets 0 and 1, scale 8
-    sqrt_ac = float(m.backbone.diffusion.sqrt_alphas_cumprod[0])
+    sqrt_ac = float(m.backbone.process.sqrt_alphas_cumprod[0])
     expected = class_grad / (sqrt_ac if factor else 1.0) + 0.05 * torch.sign(z - x)
     assert t.tolist() == [0, 0] and torch.allclose(grads, expected, atol=1e-5)
 
@@ -157,13 +165,19 @@ def test_the_step_uses_clean_gradients_over_sqrt_alpha_and_l1_on_z(monkeypatch, 
 # -- retries, counters and variants ----------------------------------------------------------------
 def test_only_unflipped_instances_get_the_next_scale(monkeypatch):
     calls = []
-    real = DiME._explain_rows
+    real = DiME._guidance
 
-    def recording(self, x, z, y, feats, rows, scale, *rest):
-        calls.append((rows.tolist(), scale))
-        return real(self, x, z, y, feats, rows, scale, *rest)
+    def recording(self, x, y, feats, scale, *rest):
+        hook = real(self, x, y, feats, scale, *rest)
 
-    monkeypatch.setattr(DiME, "_explain_rows", recording)
+        def first_call_recorded(z, i, rows):
+            if i == self.config.tau - 1:
+                calls.append((rows.tolist(), scale))
+            return hook(z, i, rows)
+
+        return first_call_recorded
+
+    monkeypatch.setattr(DiME, "_guidance", recording)
     tau = 3
     m = method(tau=tau)
     # bright rows already show the target 1 and stay bright: they succeed with the first scale;
@@ -179,7 +193,7 @@ def test_only_unflipped_instances_get_the_next_scale(monkeypatch):
 
 @pytest.mark.parametrize("sampling", [True, False])
 def test_unet_evaluations_are_counted_exactly(sampling):
-    assert unet_evaluations(60) == 60 + sum(range(1, 60)) == 1830  # ≈1.8k per scale at the paper's τ (notes §1.5)
+    assert unet_evaluations(60) == 60 + sum(range(1, 60)) == 1830  # ≈1.8k per scale at the paper's τ (DiME §3.2)
     tau = 4
     m = method(tau=tau, classifier_scales=(8.0,), use_sampling_on_x_t=sampling)
     rows_seen = []
@@ -245,15 +259,14 @@ def test_config_defaults_sections_datasets_and_profiles():
     cls = METHODS.get("dime")
     assert cls is DiME and cls.access == "white-box"
     config = DiMEConfig()
-    assert (config.tau, config.respacing, config.diffusion_steps, config.classifier_scales) == (60, "200", 500,
-                                                                                                (8.0, 10.0, 15.0))
+    assert (config.tau, config.respacing, config.classifier_scales) == (60, "200", (8.0, 10.0, 15.0))
     assert (config.lambda_p, config.perceptual_layer, config.l1_weight, config.use_logits) == (30.0, 18, 0.05, True)
     assert config.use_sampling_on_x_t and config.variant == "dime" and config.backbone == "ddpm-celeba128"
     assert all(f.metadata.get("section") for f in dataclasses.fields(DiMEConfig))
     synth = cls.resolve_config("synthfaces", None, {})
-    assert synth.backbone == "zoo:synthfaces-ddpm" and synth.perceptual == "zoo:synthfaces-oracle"
+    assert synth.backbone == "synthfaces-ddpm" and synth.perceptual == "synthfaces-oracle-trunk"
     assert cls.resolve_config("synthfaces", "quick", {}).classifier_scales == (synth.classifier_scales[-1],)
-    assert cls.resolve_config("synthfaces64", None, {}).backbone == "zoo:synthfaces-ddpm"
+    assert cls.resolve_config("synthfaces64", None, {}).backbone == "synthfaces-ddpm"
     assert max(cls.resolve_config("celebahq", None, {}).classifier_scales) > 15
     quick = cls.resolve_config("celeba", "quick", {})
     assert (quick.respacing, quick.tau, quick.classifier_scales) == ("50", 15, (15.0,))
@@ -277,14 +290,14 @@ def test_vgg19_features_load_strictly_from_a_torchvision_file(tmp_path):
     state = {f"features.{k}": v for k, v in make_layers(cfgs["E"]).state_dict().items()}
     path = tmp_path / "vgg19.pth"
     torch.save({**state, "classifier.6.bias": torch.zeros(1000)}, path)
-    distance = dime_module.vgg19_features(18, path)
+    distance = losses.vgg19_features(18, path)
     assert len(distance.trunk) == 18 and isinstance(distance.trunk[-1], nn.ReLU)  # relu3_4
     assert torch.equal(distance.trunk[16].weight, state["features.16.weight"])
     assert distance.features(torch.zeros(1, 3, 32, 32)).shape == (1, 256 * 8 * 8)
     del state["features.34.bias"]
     torch.save(state, path)
     with pytest.raises(CfbenchError, match=r"does not fit torchvision VGG19 features: missing key 'features.34.bias'"):
-        dime_module.vgg19_features(18, path)
+        losses.vgg19_features(18, path)
 
 
 def test_missing_zoo_ddpm_is_one_error_line(workdir):
@@ -309,3 +322,39 @@ def test_shipped_synthfaces_config_flips_real_faces_keeping_them(workdir):
     assert metrics["fva"]["value"] >= 50 and 0 < metrics["mnac"]["value"] < 6  # same person, a few attributes
     table = pd.read_csv(workdir / "dime" / "samples.csv")
     assert (table["diffusion_evals"] == unet_evaluations(15)).all()  # one pass at the last scale, τ = 15
+
+
+# -- pinned outputs: DiME on the toolkit's loop gives what its own loop gave --------------------------
+class GlobalNoise:
+    """Noise from torch's global generator, drawn in the order the chains ask for it: the
+    order DiME's own loop drew ``randn_like`` in before it ran on `cfbench.diffusion.sampling`."""
+
+    def randn(self, shape, rows=None, device="cpu", dtype=torch.float32):
+        return torch.randn(4 if rows is None else len(rows), *shape, device=device, dtype=dtype)
+
+
+PINNED = {  # the cases of tests/fixtures/dime_pinned.pt, recorded with DiME's loop before the toolkit (τ = 4)
+    "dime": dict(classifier_scales=(2.0, 40.0), lambda_p=30.0, perceptual=True),
+    "dime_mean_chain": dict(classifier_scales=(40.0,), use_sampling_on_x_t=False),
+    "early_stop": dict(variant="early_stop", classifier_scales=(40.0,)),
+    "direct": dict(variant="direct", lambda_p=30.0, perceptual=True, classifier_scales=(40.0,)),
+    "naive": dict(variant="naive", classifier_scales=(40.0,)),
+    "unconditional": dict(variant="unconditional"),
+    "resized": dict(classifier_scales=(40.0,), size=32),
+}
+
+
+@pytest.mark.parametrize("case", list(PINNED))
+def test_outputs_are_pinned_to_those_of_dime_before_the_toolkit(case):
+    expected = torch.load(Path(__file__).parent / "fixtures" / "dime_pinned.pt")[case]
+    settings = dict(PINNED[case])
+    size = settings.pop("size", 16)
+    perceptual = FeatureDistance(nn.AvgPool2d(4)) if settings.pop("perceptual", False) else None
+    m = method(tau=4, perceptual=perceptual, **settings)
+    torch.manual_seed(0)
+    result = m.explain(bright_and_dark(4, size), torch.tensor([0, 1, 1, 1]), make_handle("white-box", Brightness(), 4),
+                       GlobalNoise())
+    assert torch.equal(result.images, expected["images"])
+    assert result.success.tolist() == expected["success"].tolist()
+    for name, counts in expected["counters"].items():
+        assert result.counters[name].tolist() == counts.tolist(), name

@@ -13,6 +13,7 @@ from cfbench.errors import CfbenchError
 from cfbench.handles import BlackBoxClassifier, WhiteBoxClassifier, make_handle
 from cfbench.method import COUNTERS
 from cfbench.methods import METHODS, Counterfactuals, Method, MethodConfig, hparam
+from cfbench.randomness import SampleRNG
 from tests.fixtures.plugins import TypedConfig
 
 
@@ -105,6 +106,10 @@ class Mean(nn.Module):
         return self.w * (x.mean(dim=(1, 2, 3)) - 0.5)
 
 
+def rng(n: int) -> SampleRNG:
+    return SampleRNG(0, [str(i) for i in range(n)])
+
+
 def images(n=3):
     return torch.linspace(0.1, 0.9, n).view(n, 1, 1, 1).expand(n, 3, 4, 4).clone()
 
@@ -157,7 +162,7 @@ def test_baselines_explain_on_the_default_device(method):
     x = images(4).to(DEVICE)
     targets = torch.tensor([1, 1, 0, 0], device=DEVICE)
     config = cls.resolve_config("toy", None, {"epsilon": "0.5", "step_size": "0.05"} if method == "pgd" else {})
-    result = cls(config, DEVICE).explain(x, targets, make_handle(cls.access, network, 4))
+    result = cls(config, DEVICE).explain(x, targets, make_handle(cls.access, network, 4), rng(4))
     assert result.images.shape == x.shape and result.images.device == x.device
     assert result.success.tolist() == ([True] * 4 if method == "pgd" else [False] * 4)
 
@@ -203,7 +208,8 @@ def test_explain_returns_counterfactuals_with_counters():
     targets = torch.tensor([1, 1, 0, 0])  # the opposite of the predictions
     identity = METHODS.get("identity")
     handle = make_handle("black-box", Mean(False), 4)
-    result = identity(identity.resolve_config("toy", None, {})).explain(x, torch.zeros(4, dtype=torch.long), handle)
+    result = identity(identity.resolve_config("toy", None, {})).explain(x, torch.zeros(4, dtype=torch.long), handle,
+                                                                     rng(4))
     assert isinstance(result, Counterfactuals)
     assert torch.equal(result.images, x) and result.images.data_ptr() != x.data_ptr()
     assert result.success.tolist() == [True, True, False, False]
@@ -211,8 +217,7 @@ def test_explain_returns_counterfactuals_with_counters():
 
     pgd = METHODS.get("pgd")
     config = pgd.resolve_config("toy", None, {"epsilon": "0.5", "step_size": "0.05", "steps": "12"})
-    torch.manual_seed(0)
-    result = pgd(config).explain(x, targets, make_handle("white-box", Mean(False), 4))
+    result = pgd(config).explain(x, targets, make_handle("white-box", Mean(False), 4), rng(4))
     assert result.images.shape == x.shape and not result.images.requires_grad
     assert (result.images - x).abs().max() <= 0.5 + 1e-6
     assert result.images.min() >= 0 and result.images.max() <= 1
@@ -231,8 +236,7 @@ def test_pgd_moves_saturated_pixels(random_start):
     x[1] = 0
     pgd = METHODS.get("pgd")
     config = pgd.resolve_config("toy", None, {"epsilon": "0.3", "step_size": "0.05", "steps": "12", "random_start": random_start})
-    torch.manual_seed(0)
-    result = pgd(config).explain(x, torch.tensor([0, 1]), make_handle("white-box", Mean(False), 2))
+    result = pgd(config).explain(x, torch.tensor([0, 1]), make_handle("white-box", Mean(False), 2), rng(2))
     assert torch.allclose(result.images[0], torch.full_like(x[0], 0.7))
     assert torch.allclose(result.images[1], torch.full_like(x[1], 0.3))
 

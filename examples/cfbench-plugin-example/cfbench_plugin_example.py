@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from cfbench.errors import CfbenchError
 from cfbench.handles import ClassifierHandle
+from cfbench.randomness import SampleRNG
 from cfbench.methods import Counterfactuals, Method, MethodConfig, hparam
 from cfbench.metrics.base import SampleMetric
 
@@ -41,7 +42,8 @@ class Blur(Method):
     access = "black-box"
     paper = "cfbench-plugin-example (no paper)"
 
-    def explain(self, images: torch.Tensor, targets: torch.Tensor, classifier: ClassifierHandle) -> Counterfactuals:
+    def explain(self, images: torch.Tensor, targets: torch.Tensor, classifier: ClassifierHandle,
+                rng: SampleRNG) -> Counterfactuals:
         k = self.config.kernel_size
         if k < 1 or k % 2 == 0:
             raise CfbenchError(f"--set kernel_size={k}: use a positive odd number.")
