@@ -54,7 +54,7 @@ def test_round_trip_through_published_format(config, tmp_path):
 
 
 def test_head_configuration_is_an_explicit_setting():
-    """Same weights, 4 heads vs 64-channel heads: the forward passes differ (notes §1.2)."""
+    """Same weights, 4 heads vs 64-channel heads: the forward passes differ (DiME's README trains with 64-channel heads, its scripts sample with 4)."""
     four = randomised(UNet(SMALL))
     per_channels = UNet(UNetConfig(**{**SMALL.__dict__, "num_head_channels": 8}))
     per_channels.load_state_dict(four.state_dict())

@@ -31,7 +31,9 @@ class BackboneRecord:
 
     ``kind``: ``ddpm`` (``model(x_t, t) -> ε[, v]``) or ``diffae`` (``model(x_t, t, z_sem)
     -> ε``, with ``encode``). ``weights``: ``published:NAME`` (`cfbench.weights`, read by
-    ``architecture``, a ``module:attr`` configuration) or ``zoo:NAME`` (`cfbench.zoo`).
+    ``architecture``, a ``module:attr`` configuration), ``zoo:NAME`` (`cfbench.zoo`) or
+    ``file`` (a user's own checkpoint in the published layout of ``architecture``, whose
+    path `create_backbone` is given).
     ``process``: the `GaussianDiffusion.from_config` arguments of training
     (``num_timesteps``, ``schedule``, ``variance``), ε-parameterised.
     """
@@ -120,7 +122,9 @@ def _load(record: BackboneRecord, path: Path | None) -> nn.Module:
 
     module, _, attribute = record.architecture.partition(":")
     config = getattr(importlib.import_module(module), attribute)
-    found = locate(name, path)
+    if kind == "file" and path is None:
+        raise CfbenchError(f"backbone {record.name} is read from a file of yours: give its path (weights_path).")
+    found = path if kind == "file" else locate(name, path)
     if record.kind == "diffae":
         from cfbench.diffusion.diffae import load_diffae_checkpoint
 
@@ -129,7 +133,7 @@ def _load(record: BackboneRecord, path: Path | None) -> nn.Module:
 
     if config.learn_sigma != (record.process["variance"] == "learned_range"):
         raise CfbenchError(f"backbone {record.name}: learn_sigma and the record's variance disagree.")
-    return load_guided_diffusion(found, config, name)
+    return load_guided_diffusion(found, config, record.name)
 
 
 def create_backbone(name: str, respacing: str | int | None = None, path: Path | str | None = None) -> Backbone:

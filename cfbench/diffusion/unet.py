@@ -6,7 +6,7 @@ follow the original module tree (``time_embed``, ``input_blocks``, ``middle_bloc
 
 The number of attention heads is a setting that the weights cannot tell: the CelebA-128
 DDPM of DiME/ACE uses ``num_heads=4``, the CelebA-HQ-256 DDPM of ACE
-``num_head_channels=64`` (reference notes §1.2, §2.2, §6).
+``num_head_channels=64`` (DiME `main.py`/`test.sh` flags; ACE `scripts/celebahq-attack.sh`).
 """
 from __future__ import annotations
 
@@ -68,9 +68,9 @@ class UNetConfig:
         return self.num_heads_upsample if upsample and self.num_heads_upsample != -1 else self.num_heads
 
 
-#: The CelebA 128×128 DDPM shared by DiME and ACE (notes §1.2): 500 linear steps.
+#: The CelebA 128×128 DDPM shared by DiME and ACE (DiME `test.sh` flags, ``--num_heads 4``): 500 linear steps.
 CELEBA_128 = UNetConfig(image_size=128, model_channels=128, channel_mult=(1, 1, 2, 3, 4))
-#: ACE's CelebA-HQ 256×256 DDPM (notes §2.2).
+#: ACE's CelebA-HQ 256×256 DDPM (ACE `scripts/celebahq-attack.sh`, ``--num_head_channels 64``).
 CELEBAHQ_256 = UNetConfig(image_size=256, model_channels=128, channel_mult=(1, 1, 2, 2, 4, 4), num_head_channels=64)
 
 

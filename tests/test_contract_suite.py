@@ -1,0 +1,125 @@
+"""The contract every registered method keeps, on the toy dataset and, for diffusion
+methods, the tiny random DDPM of tests/fixtures/tiny_backbone.py: images of the input's
+shape in [0, 1], every counter filled, no gradient of a black-box classifier, results
+independent of the batch size, and a resumed run equal to an uninterrupted one."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import tests.fixtures.toy  # noqa: F401  (registers the toy dataset and classifier)
+from cfbench.handles import make_handle
+from cfbench.method import COUNTERS
+from cfbench.methods import METHODS
+from cfbench.randomness import SampleRNG
+from cfbench.runner import Run, RunSpec
+from tests.fixtures.tiny_backbone import save_tiny_ddpm
+
+#: per method, the ``--set`` that makes it run in seconds on the toy world; a method
+#: registered without an entry here fails `test_every_method_has_contract_settings`
+SETTINGS: dict[str, dict[str, str]] = {
+    "identity": {},
+    "pgd": {"epsilon": "0.5", "step_size": "0.05"},
+    "dime": {"backbone": "tiny-ddpm", "respacing": "20", "tau": "3", "lambda_p": "0", "classifier_scales": "8,40"},
+}
+METHOD_NAMES = METHODS.names()
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    return save_tiny_ddpm(tmp_path_factory.mktemp("tiny") / "tiny-ddpm.pt")
+
+
+def settings(name: str, weights: Path) -> dict[str, str]:
+    found = dict(SETTINGS[name])
+    if found.get("backbone") == "tiny-ddpm":
+        found["weights_path"] = str(weights)
+    return found
+
+
+def run(name: str, weights: Path, out: Path, n: int = 8, batch_size: int = 8, seed: int = 0) -> Run:
+    job = Run(RunSpec(method=name, dataset="toy", attr="bright", n=n, batch_size=batch_size, seed=seed,
+                      device="cpu", overrides=settings(name, weights), out=out, progress=False))  # fmt: skip
+    job.execute(evaluate=False)
+    return job
+
+
+def counterfactuals(out: Path) -> dict[str, np.ndarray]:
+    return {p.stem: np.asarray(Image.open(p)) for p in sorted((out / "counterfactuals").glob("*.png"))}
+
+
+def test_every_method_has_contract_settings():
+    assert set(METHOD_NAMES) <= set(SETTINGS), f"give the contract suite settings for {set(METHOD_NAMES) - set(SETTINGS)}"
+
+
+class Trainable(nn.Module):
+    """The toy classifier with a trainable weight, to see whether anything differentiated it."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(40.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * (x.mean(dim=(1, 2, 3)) - 0.5)
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_explain_returns_images_in_range_and_fills_every_counter(name, tiny_weights):
+    cls = METHODS.get(name)
+    method = cls(cls.resolve_config("toy", None, settings(name, tiny_weights)), "cpu")
+    ids, images, _ = tests.fixtures.toy.Toy().split("test").batch(list(range(4)))
+    network = Trainable()
+    handle = make_handle(cls.access, network, 4)
+    result = method.explain(images, (network(images) <= 0).long(), handle, SampleRNG(0, ids))
+    assert result.images.shape == images.shape and result.images.dtype == images.dtype
+    assert torch.isfinite(result.images).all() and 0 <= result.images.min() and result.images.max() <= 1
+    assert result.success.shape == (4,)
+    for counter in ("classifier_queries", "classifier_gradients"):
+        values = result.counters[counter]
+        assert values.shape == (4,) and values.dtype == torch.long and (values >= 0).all()
+    assert (result.counters["classifier_queries"] > 0).all()
+    assert set(result.counters) <= set(COUNTERS)
+    if hasattr(method, "backbone"):  # a diffusion method counts its network evaluations
+        assert (result.counters["diffusion_evals"] > 0).all()
+    if cls.access == "black-box":
+        assert network.scale.grad is None and (result.counters["classifier_gradients"] == 0).all()
+    else:
+        assert network.scale.grad is None  # the method differentiated the input, not the classifier's weights
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_counterfactuals_do_not_depend_on_the_batch_size(name, tiny_weights, tmp_path):
+    made = {size: counterfactuals(run(name, tiny_weights, tmp_path / f"b{size}", batch_size=size).record.path)
+            for size in (1, 3, 8)}  # fmt: skip
+    assert len(made[8]) == 8
+    for size in (1, 3):
+        assert made[size].keys() == made[8].keys()
+        for sample_id, image in made[8].items():
+            assert np.array_equal(made[size][sample_id], image), (name, size, sample_id)
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_a_resumed_run_equals_an_uninterrupted_one(name, tiny_weights, tmp_path):
+    whole = run(name, tiny_weights, tmp_path / "whole", n=6, batch_size=4)
+    run(name, tiny_weights, tmp_path / "resumed", n=3, batch_size=4)  # stopped after 3 samples
+    resumed = run(name, tiny_weights, tmp_path / "resumed", n=6, batch_size=4)
+    assert counterfactuals(resumed.record.path).keys() == counterfactuals(whole.record.path).keys()
+    for sample_id, image in counterfactuals(whole.record.path).items():
+        assert np.array_equal(counterfactuals(resumed.record.path)[sample_id], image), (name, sample_id)
+    columns = ["id", "cf_logit", "success", *COUNTERS]
+    a = pd.read_csv(whole.record.table_path, dtype={"id": str})[columns]
+    b = pd.read_csv(resumed.record.table_path, dtype={"id": str})[columns]
+    pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.parametrize("name", [n for n in METHOD_NAMES if "backbone" in SETTINGS.get(n, {})])
+def test_a_diffusion_method_draws_other_noise_for_another_seed(name, tiny_weights, tmp_path):
+    a = counterfactuals(run(name, tiny_weights, tmp_path / "s0", n=2, seed=0).record.path)
+    b = counterfactuals(run(name, tiny_weights, tmp_path / "s1", n=2, seed=1).record.path)
+    assert any(not np.array_equal(a[k], b[k]) for k in a)
