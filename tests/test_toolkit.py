@@ -211,3 +211,12 @@ def test_resuming_with_other_weights_is_refused(workdir, tmp_path):
     result = invoke(*args)
     assert result.exit_code == 2
     assert "was made with other weights of backbone tiny-ddpm" in assert_one_error_line(result.stderr, result.stdout)
+
+
+def test_a_missing_evaluation_network_stops_the_run_before_anything_is_generated(workdir, monkeypatch):
+    monkeypatch.setenv("CFBENCH_HOME", str(workdir / "home"))
+    result = invoke("run", "--method", "pgd", "--dataset", "synthfaces", "--attr", "smile", "--n", "1",
+                    "--no-progress", "--network", "identity=vggface2-resnet50")  # fmt: skip
+    assert result.exit_code == 2
+    assert "resnet50_ft_weight.pkl not found" in assert_one_error_line(result.stderr, result.stdout)
+    assert not (workdir / "runs").exists()

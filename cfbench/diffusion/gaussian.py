@@ -1,4 +1,6 @@
-"""The Gaussian diffusion process with guided-diffusion semantics (math only, no networks).
+"""The Gaussian diffusion process with guided-diffusion semantics (math only: every step
+takes the network's output, as diffusers' schedulers do; the loop that calls the network
+is `cfbench.diffusion.sampling`).
 
 This is the "scheduler" the DiME/ACE checkpoints (openai/guided-diffusion, ε-prediction,
 optionally ``learn_sigma``) were trained and sampled with:
@@ -25,7 +27,7 @@ tests/test_diffusion_process.py):
 * matches: ``DDPMScheduler(beta_schedule="linear")`` (T = 1000) and ``"squaredcos_cap_v2"``
   betas; ``add_noise`` == :meth:`q_sample`; ``DDPMScheduler.step`` with custom (respaced)
   ``timesteps`` recomputes β from ᾱ of consecutive kept steps exactly like respacing, so
-  :meth:`p_sample` matches it for ``learned_range``/``fixed_large``/``fixed_small`` at every
+  :meth:`p_step` matches it for ``learned_range``/``fixed_large``/``fixed_small`` at every
   respaced index > 0; ``DDIMScheduler.step(..., use_clipped_model_output=True)`` with
   ``set_alpha_to_one=True`` == :meth:`ddim_step` for ``"ddimN"`` respacing ("leading"
   spacing gives the same timesteps).
@@ -36,7 +38,7 @@ tests/test_diffusion_process.py):
   T ≠ 1000; diffusers computes ᾱ in float32; ``DDIMInverseScheduler.step`` (``clip_sample=False``)
   has the formula of :meth:`ddim_reverse_step` for a given ε, but its pipelines call the
   network at the *target* timestep, start from ᾱ = 1 and stop at the last kept step, whereas
-  guided-diffusion/DiffAE (and :meth:`ddim_invert`) take x_0 as the state at index 0, call
+  guided-diffusion/DiffAE (and `sampling.ddim_invert`) take x_0 as the state at index 0, call
   the network at the current step and go on to ᾱ_next = 0 after the last index; when
   clipping, diffusers keeps the unclipped ε there; diffusers has no section-wise
   ``space_timesteps`` and no L_hybrid.
