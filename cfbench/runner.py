@@ -99,6 +99,7 @@ class Run:
                 raise CfbenchError(f"--network {role}={name}: unknown role; known: {', '.join(ROLES)}.")
             NETWORKS.entry(name)
         self.evaluated_by: dict[str, list[str]] = {}  # metric -> the evaluation networks it uses
+        roles: set[str] = set()
         for name in self.metric_names:  # every network a metric needs must be known before the run starts
             for role in sorted(ROLES.keys() & METRICS.get(name).needs):
                 network = spec.networks.get(role) or DEFAULTS.get(spec.dataset, {}).get(role)
@@ -108,6 +109,7 @@ class Run:
                         f"pass --network {role}=NAME or --protocol cfbench-v1."
                     )
                 self.evaluated_by.setdefault(name, []).append(network)
+                roles.add(role)
         self.profile = spec.profile or self.method_cls.default_profile
         self.config = self.method_cls.resolve_config(spec.dataset, self.profile, spec.overrides)
         self.device = pick_device(spec.device)
@@ -120,11 +122,9 @@ class Run:
             shared = overlaps(loss_network, self.evaluated_by)  # refused unless the loss network flags it
             if shared:
                 self.flags[f"{term}: {flag_text(loss_network, shared)}"] = shared
-        self.eval_networks: dict[str, EvalNetwork] = {}
-        for name in self.metric_names:
-            for role in sorted(ROLES.keys() & METRICS.get(name).needs):
-                if role not in self.eval_networks:
-                    self.eval_networks[role] = load_network(role, spec.dataset, spec.networks.get(role)).to(self.device)
+        self.eval_networks: dict[str, EvalNetwork] = {
+            role: load_network(role, spec.dataset, spec.networks.get(role)).to(self.device) for role in sorted(roles)
+        }
         self.weights = {
             f"classifier {self.classifier_name}": state_digest(self.network),
             **{name: state_digest(module) for name, module in self.method.networks().items()},
@@ -230,6 +230,7 @@ class Run:
         targets = 1 - preds
         handle = make_handle(self.method_cls.access, network, len(indices))
         rng = SampleRNG(self.spec.seed, ids)  # each sample's own generator: no dependence on the batch
+        torch.manual_seed(sample_seed(self.spec.seed, ids[0]))  # for plugins that draw from torch's generator
         began = time.perf_counter()
         result = method.explain(x, targets.to(self.device), handle, rng)
         elapsed = (time.perf_counter() - began) / len(indices)
