@@ -16,6 +16,8 @@ import click
 from cfbench.errors import CfbenchError
 
 KINDS = ("methods", "datasets", "metrics", "classifiers", "networks")
+#: the records behind the published leaderboards (``leaderboards/*.csv|md``)
+PUBLISHED_RUNS = Path("leaderboards") / "runs"
 
 
 def load_plugin_modules() -> None:
@@ -82,6 +84,9 @@ def list_command(kind: str | None) -> None:
             extras = [meta[k] for k in ("paper", "access") if meta.get(k)]
             suffix = f"  [{'; '.join(extras)}]" if extras else ""
             click.echo(f"  {name:<20} {meta.get('description', '')}{suffix}")
+        planned = registry.planned()
+        if planned:
+            click.echo(f"  planned (not runnable yet): {', '.join(planned)}")
 
 
 def _parse_pairs(values: tuple[str, ...], option: str = "--set") -> dict[str, str]:
@@ -123,13 +128,16 @@ def _parse_seeds(text: str) -> list[int]:
 @click.option("--metric", "extra_metrics", multiple=True, metavar="NAME", help="a metric to compute besides the protocol's")
 @click.option("--network", "networks", multiple=True, metavar="ROLE=NAME",
               help="evaluation network for a metric role (oracle, identity, simsiam, features, perceptual)")
-@click.option("--leaderboards", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True,
-              help="where to refresh the leaderboards after the run")  # fmt: skip
+@click.option("--leaderboards", type=click.Path(path_type=Path), default=None,
+              help="where to refresh the local leaderboards after the run  [default: <runs>/leaderboards]")
+@click.option("--published", type=click.Path(path_type=Path), default=PUBLISHED_RUNS, show_default=True,
+              help="published run records shown beside yours in the local leaderboards (skipped when absent)")
 @click.option("--no-progress", is_flag=True, help="hide the progress bar")
 @one_line_errors
 def run(method, dataset, attr, classifier, n, batch_size, seed, seeds, device, profile, sets, out, runs_root, protocol,
-        extra_metrics, networks, leaderboards, no_progress) -> None:  # fmt: skip
-    """Generate counterfactuals, compute the metrics and record the run (resumable)."""
+        extra_metrics, networks, leaderboards, published, no_progress) -> None:  # fmt: skip
+    """Generate counterfactuals, compute the metrics and record the run (resumable); then
+    refresh the local leaderboards (the published ones change only by `cfbench leaderboard`)."""
     from cfbench.leaderboard import build_leaderboards
     from cfbench.runner import Run, RunSpec
 
@@ -152,23 +160,32 @@ def run(method, dataset, attr, classifier, n, batch_size, seed, seeds, device, p
     for job, metrics in zip(jobs, results):
         click.echo(f"run {job.run_id}: {job.record.path}")
         for name, result in metrics.items():
-            ci = f" [{result['ci'][0]:.4g}, {result['ci'][1]:.4g}]" if result["ci"] else ""
-            click.echo(f"  {name:<8} {result['value']:.4g}{ci}  (n={result['n']})")
+            click.echo(f"  {name:<8} {metric_line(result)}")
     if out is None or out.is_relative_to(runs_root):
-        build_leaderboards(runs_root, leaderboards)
+        build_leaderboards([runs_root, published], leaderboards or runs_root / "leaderboards")
+
+
+def metric_line(result: dict) -> str:
+    """A metric as the console shows it: ``value [low, high]  (n=N)``, or why it has none."""
+    if result["value"] is None:
+        return f"n/a: {result.get('reason') or 'not defined for this run'}"
+    ci = f" [{result['ci'][0]:.4g}, {result['ci'][1]:.4g}]" if result["ci"] else ""
+    return f"{result['value']:.4g}{ci}  (n={result['n']})"
 
 
 @main.command()
-@click.option("--runs", "runs_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True)
+@click.option("--runs", "runs_root", type=click.Path(path_type=Path), default=PUBLISHED_RUNS, show_default=True,
+              help="run records to list (those under <out>/runs too)")
+@click.option("--out", type=click.Path(path_type=Path), default=PUBLISHED_RUNS.parent, show_default=True)
 @click.option("--reference", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="folder of the papers' tables (default: the packaged copy)")  # fmt: skip
 @one_line_errors
 def leaderboard(runs_root: Path, out: Path, reference: Path | None) -> None:
-    """Regenerate leaderboards/<dataset>_<attr>.csv and .md from the runs and the papers."""
+    """Regenerate <out>/<dataset>_<attr>.csv and .md from the run records and the papers
+    (by default the published boards, from the published records)."""
     from cfbench.leaderboard import build_leaderboards
 
-    for path in build_leaderboards(runs_root, out, reference):
+    for path in build_leaderboards([runs_root, out / "runs"], out, reference):
         click.echo(str(path))
 
 

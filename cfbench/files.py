@@ -11,11 +11,29 @@ from typing import Iterator
 from cfbench.errors import CfbenchError
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux: /proc; elsewhere it is set and
+    restored at once)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``path`` through a temporary file and a rename; the file gets the mode a plain
+    ``open(path, "w")`` would give it (0o666 minus the umask), not mkstemp's 0o600."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -1,12 +1,16 @@
-"""`cfbench leaderboard`: a pure function of the run records and the papers' tables.
+"""Leaderboards: a pure function of the run records and the papers' tables.
 
-Run records are read from the runs folder (``runs/``) and from ``<out>/runs/``, where
-the records behind the repository's published rows live (metadata, tables and grids
-only); a run in both is one row, the runs folder's. For every (dataset, attr) it writes
-``<dataset>_<attr>.csv`` and a markdown twin: the published rows (``source=reported``,
-with paper and table) beside the rows of finished runs (``source=reproduced``, with run
-id, n, seed and protocol). Metric columns follow the papers' order; a metric a row lacks
-is an empty cell.
+Run records are read from one or more folders, the first one first: `cfbench run`
+refreshes ``<runs>/leaderboards/`` from the local runs and the published records
+(``leaderboards/runs/``, metadata, tables and grids only); `cfbench leaderboard`
+regenerates the published boards (``leaderboards/``) from the published records. A run
+found twice with the same run id and n is one row, the first folder's; with another n it
+is a row of its own (a local n = 16 run never hides a published n = 100 row). For every
+(dataset, attr) it writes ``<dataset>_<attr>.csv`` and a markdown twin: the published
+rows (``source=reported``, with paper and table) beside the rows of finished runs
+(``source=reproduced``, with run id, n, seed, protocol and the run's ``flags``). Metric
+columns follow the papers' order; a metric a row lacks, or whose value is ``null``, is
+an empty cell.
 """
 from __future__ import annotations
 
@@ -25,7 +29,8 @@ METRIC_ORDER = (
     "l1", "l2", "sigma_l", "precision", "recall", "fid_plus", "l1_plus",
 )  # fmt: skip
 ROW_KEYS = ("source", "paper", "table", "dataset", "attr", "method", "variant")
-PROVENANCE = ("run_id", "n", "seed", "protocol", "classifier", "networks", "note")
+PROVENANCE = ("run_id", "n", "seed", "protocol", "classifier", "networks", "flags", "note")
+FLAG = "⚑"
 
 
 def packaged_reference() -> Path:
@@ -53,6 +58,13 @@ def _variant(info: dict) -> str:
     return "/".join([info["identity"]["profile"], *settings])
 
 
+def _flags(flags: object) -> str:
+    """run.json's ``flags`` (a list of sentences) as one cell, ``; ``-joined."""
+    if isinstance(flags, str):
+        flags = [flags]
+    return "; ".join(str(f).strip() for f in flags or () if str(f).strip())
+
+
 def reproduced_rows(runs_root: Path) -> pd.DataFrame:
     """One row per finished run under ``runs_root`` (a run.json beside a metrics.json)."""
     rows = []
@@ -74,17 +86,22 @@ def reproduced_rows(runs_root: Path) -> pd.DataFrame:
             "seed": identity["seed"],
             "protocol": info.get("protocol", ""),
             "classifier": identity["classifier"],
+            "flags": _flags(info.get("flags")),
         }
         networks = []
         for name, result in json.loads(metrics_path.read_text()).items():
-            row[name] = result["value"]
+            row[name] = result["value"]  # null (not defined for this run): an empty cell
             if result.get("ci"):
                 row[f"{name}_ci_low"], row[f"{name}_ci_high"] = result["ci"]
             if result.get("network"):
                 networks.append(f"{name}={result['network']}")
         row["networks"] = ";".join(networks)
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    for column in table.columns:
+        if column not in (*ROW_KEYS, *PROVENANCE):  # numbers, a null value NaN (never 0)
+            table[column] = pd.to_numeric(table[column], errors="coerce").astype("float64")
+    return table
 
 
 def _columns(table: pd.DataFrame) -> list[str]:
@@ -105,33 +122,45 @@ def _cell(value: object) -> str:
 
 
 def to_markdown(table: pd.DataFrame, metrics: list[str]) -> str:
-    """A markdown table; a metric with a CI reads ``value [low, high]``."""
-    shown = [c for c in table.columns if "_ci_" not in c and c not in ("networks", "note")]
+    """A markdown table; a metric with a CI reads ``value [low, high]``; a flagged row's
+    variant carries ``⚑1``, the flag's text listed under the table."""
+    shown = [c for c in table.columns if "_ci_" not in c and c not in ("networks", "flags", "note")]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    legend: dict[str, int] = {}  # flag text -> its number, in order of appearance
     for _, row in table.iterrows():
         cells = []
+        flags = [f for f in _cell(row.get("flags")).split("; ") if f]
         for column in shown:
             text = _cell(row[column])
             low = row.get(f"{column}_ci_low")
             if column in metrics and text and low is not None and not pd.isna(low):
                 text += f" [{_cell(low)}, {_cell(row[f'{column}_ci_high'])}]"
+            if column == "variant" and flags:
+                text += f" {FLAG}" + ",".join(str(legend.setdefault(f, len(legend) + 1)) for f in flags)
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
+    if legend:
+        lines += ["", *(f"- {FLAG}{number} {text}" for text, number in legend.items())]
     return "\n".join(lines) + "\n"
 
 
-def build_leaderboards(runs_root: Path, out_dir: Path, reference_dir: Path | None = None) -> list[Path]:
-    """Regenerate every leaderboard; returns the CSV paths written."""
+def build_leaderboards(
+    runs_roots: Path | list[Path], out_dir: Path, reference_dir: Path | None = None
+) -> list[Path]:
+    """Regenerate every leaderboard in ``out_dir`` from the runs under ``runs_roots`` (a
+    folder or several, the first one first; a missing one has no runs) and the papers'
+    tables; returns the CSV paths written."""
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CfbenchError(f"cannot write leaderboards to {out_dir}: {e.strerror}.") from None
     reference = reported_rows(reference_dir or packaged_reference())
-    roots = dict.fromkeys(Path(root).resolve() for root in (runs_root, out_dir / "runs"))
+    roots = [runs_roots] if isinstance(runs_roots, (str, Path)) else runs_roots
+    roots = dict.fromkeys(Path(root).resolve() for root in roots)
     reproduced = pd.concat([reproduced_rows(root) for root in roots], ignore_index=True)
-    if not reproduced.empty:  # a run copied into <out>/runs to publish it is one row: the runs folder's
-        reproduced = reproduced.drop_duplicates("run_id", keep="first")
+    if not reproduced.empty:  # a run in two folders is one row, the first's, unless its n differs
+        reproduced = reproduced.drop_duplicates(["run_id", "n"], keep="first")
     table = pd.concat([reference, reproduced], ignore_index=True)
     table = table.reindex(columns=[*table.columns, *(c for c in (*ROW_KEYS, "run_id") if c not in table.columns)])
     table = table.fillna({k: "" for k in (*ROW_KEYS, "run_id")})

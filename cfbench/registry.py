@@ -3,7 +3,9 @@
 Modelled on lm-evaluation-harness' registry and timm's `register_model`: plugins are
 registered with a decorator, in-tree plugins are listed lazily as ``module:attr``
 strings with their one-line metadata (so listing never imports torch-heavy code), and
-third-party packages add theirs through an entry-point group.
+third-party packages add theirs through an entry-point group. A name can also be
+*planned* (`Registry.plan`): not runnable, but asking for it says so instead of
+"did you mean"; a plugin that registers the name replaces the plan.
 """
 from __future__ import annotations
 
@@ -40,12 +42,23 @@ class Registry:
         self.kind = kind
         self.group = group
         self._entries: dict[str, Entry] = {}
+        self._planned: dict[str, str] = {}
         self._entry_points_scanned = group is None
 
     # -- registration -------------------------------------------------------------
     def lazy(self, name: str, target: str, **meta: str) -> None:
         """Register ``module:attr`` without importing it; ``meta`` is what listing shows."""
         self._add(Entry(name, target, dict(meta)))
+
+    def plan(self, name: str, note: str) -> None:
+        """Reserve ``name`` for a plugin not written yet; ``note`` (one sentence) is what a
+        user asking for it reads. Any registration of ``name`` takes precedence."""
+        self._planned[name] = note.strip().rstrip(".")
+
+    def planned(self) -> dict[str, str]:
+        """Planned names that nothing has registered yet -> their notes."""
+        self._scan_entry_points()
+        return {name: note for name, note in sorted(self._planned.items()) if name not in self._entries}
 
     def register(self, name: str, **meta: str) -> Callable[[Any], Any]:
         """Decorator: ``@METHODS.register("dime")``. Fills a lazy entry of that name."""
@@ -86,8 +99,14 @@ class Registry:
         return name in self._entries
 
     def entry(self, name: str) -> Entry:
-        """The entry of ``name``, unloaded; an unknown name gets a "did you mean"."""
+        """The entry of ``name``, unloaded; an unknown name gets a "did you mean", a planned
+        one its note."""
         self._scan_entry_points()
+        if name not in self._entries and name in self._planned:
+            known = ", ".join(sorted(self._entries)) or "none"
+            raise CfbenchError(
+                f"{self.kind} {name!r} is not available yet: {self._planned[name]}; registered {self.kind}s: {known}."
+            )
         if name not in self._entries:
             close = difflib.get_close_matches(name, self._entries, n=3, cutoff=0.5)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""

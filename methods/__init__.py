@@ -3,7 +3,8 @@
 In-tree methods are listed here lazily (``module:Class`` plus listing metadata) so that
 ``cfbench list methods`` imports nothing heavy; each module registers its class with
 ``@METHODS.register(name)``. Third-party packages use the entry-point group
-``cfbench.methods``.
+``cfbench.methods``. The mission's methods not written yet are *planned*: asking for
+one says so (a plugin registering the name replaces the plan).
 """
 from cfbench.registry import Registry
 
@@ -30,6 +31,10 @@ METHODS.lazy(
     paper="Jeanneret et al., ACCV 2022",
     access="white-box",
 )
+
+METHODS.plan("gcd", "GCD (Sobieski & Biecek, ECCV 2024) is planned, not implemented yet")
+METHODS.plan("ace", "ACE (Jeanneret et al., CVPR 2023) is planned, not implemented yet")
+METHODS.plan("ldce", "LDCE (Farid et al., 2023) is planned, not implemented yet")
 
 __all__ = ["METHODS", "Counterfactuals", "Method", "MethodConfig", "hparam"]
 

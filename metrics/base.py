@@ -6,6 +6,7 @@ the images.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterator
 
@@ -85,15 +86,35 @@ class EvalData:
         return self._cache[role]
 
 
+def _finite(value: float | None) -> float | None:
+    """``value`` as a float, or None where JSON has no number for it (NaN, ±inf)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 @dataclass
 class MetricResult:
+    """A metric's value with its 95% CI and sample count; a NaN value (the metric is not
+    defined on this run) carries a ``reason``, one sentence for the user."""
+
     value: float
     ci: tuple[float, float] | None
     n: int
     network: str | None = None
+    reason: str | None = None
 
     def to_dict(self) -> dict:
-        return {"value": self.value, "ci": list(self.ci) if self.ci else None, "n": self.n, "network": self.network}
+        """As metrics.json stores it: always valid JSON. A value that is not a finite number
+        is ``null`` with a ``"reason"`` (and a ``null`` CI); a missing metric is never 0."""
+        value = _finite(self.value)
+        ci = [_finite(bound) for bound in self.ci] if self.ci is not None and value is not None else None
+        ci = ci if ci and None not in ci else None
+        result = {"value": value, "ci": ci, "n": int(self.n), "network": self.network}
+        if value is None:
+            result["reason"] = self.reason or f"not defined for this run (n={int(self.n)})"
+        return result
 
 
 class Metric:
@@ -110,14 +131,25 @@ class Metric:
         raise NotImplementedError
 
 
-def mean_result(values: np.ndarray, scale: float = 1.0, network: str | None = None) -> MetricResult:
+def mean_result(
+    values: np.ndarray, scale: float = 1.0, network: str | None = None, reason: str = "no samples to average"
+) -> MetricResult:
     """The mean of per-sample ``values`` times ``scale``, with its bootstrap 95% CI over
-    samples (`cfbench.stats.bootstrap_ci`, seeded); NaN with n = 0 when there are none."""
+    samples (`cfbench.stats.bootstrap_ci`, seeded); NaN with n = 0 and ``reason`` when
+    there are none."""
     values = np.asarray(values, dtype=np.float64)
     if values.size == 0:
-        return MetricResult(float("nan"), None, 0, network)
+        return MetricResult(float("nan"), None, 0, network, reason)
     low, high = bootstrap_ci(values)
     return MetricResult(float(values.mean()) * scale, (low * scale, high * scale), int(values.size), network)
+
+
+#: why a mean over a sample subset (`EvalData.rows`) has no value
+EMPTY_SUBSET = {
+    "all": "no samples",
+    "successful": "no successful counterfactuals",
+    "correct": "no original the classifier gets right",
+}
 
 
 class SampleMetric(Metric):
@@ -149,4 +181,5 @@ class SampleMetric(Metric):
     def compute(self, data: EvalData) -> MetricResult:
         self.prepare(data)
         values = self.per_sample(data, data.rows(self.subset))
-        return mean_result(values, self.scale, data.network(self.role).label if self.role else None)
+        network = data.network(self.role).label if self.role else None
+        return mean_result(values, self.scale, network, EMPTY_SUBSET.get(self.subset, "no samples"))

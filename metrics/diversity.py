@@ -42,7 +42,7 @@ class SigmaL(Metric):
     def compute(self, data: EvalData) -> MetricResult:
         runs = [data, *data.other_seeds]
         if len(runs) < 2:
-            return MetricResult(float("nan"), None, 0)
+            return MetricResult(float("nan"), None, 0, reason="needs runs with other seeds (--seeds 0,1,2)")
         network = data.network("perceptual")
         rows = shared_rows(runs)
         values = []

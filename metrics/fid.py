@@ -50,6 +50,7 @@ FID_PLUS_FRACTION = 0.2
 FID_PLUS_SUBSETS = 10
 JACKKNIFE_GROUPS = 20
 JACKKNIFE_SEED = 0
+FEW_COUNTERFACTUALS = "needs at least {} successful counterfactuals"
 
 
 def frechet_distance(features_1: torch.Tensor, features_2: torch.Tensor) -> float:
@@ -116,7 +117,9 @@ class FID(FeatureSetMetric):
 
     def measure(self, data: EvalData, originals: torch.Tensor, counterfactuals: torch.Tensor) -> MetricResult:
         value = frechet_distance(originals, counterfactuals)
-        ci = None if np.isnan(value) else jackknife_ci(originals.numpy(), counterfactuals.numpy(), value)
+        if np.isnan(value):
+            return MetricResult(value, None, len(counterfactuals), reason=FEW_COUNTERFACTUALS.format(2))
+        ci = jackknife_ci(originals.numpy(), counterfactuals.numpy(), value)
         return MetricResult(value, ci, len(counterfactuals))
 
 
@@ -143,7 +146,8 @@ class SplitFID(FeatureSetMetric):
         values = np.array(distances)
         n = int(success.sum())
         if values.size == 0 or np.isnan(values).any():
-            return MetricResult(float("nan"), None, n)
+            reason = "a half of the samples has fewer than 2 successful counterfactuals"
+            return MetricResult(float("nan"), None, n, reason=reason)
         low, high = np.quantile(values, [0.025, 0.975])
         return MetricResult(float(values.mean()), (float(low), float(high)), n)
 
@@ -158,7 +162,7 @@ class FIDPlus(FeatureSetMetric):
     def measure(self, data: EvalData, originals: torch.Tensor, counterfactuals: torch.Tensor) -> MetricResult:
         m = int(np.ceil(FID_PLUS_FRACTION * len(data.table)))
         if m < 2 or len(counterfactuals) < m:
-            return MetricResult(float("nan"), None, len(counterfactuals))
+            return MetricResult(float("nan"), None, len(counterfactuals), reason=FEW_COUNTERFACTUALS.format(max(m, 2)))
         values = np.array([
             frechet_distance_lowrank(originals.numpy(), counterfactuals[np.random.default_rng(seed).permutation(
                 len(counterfactuals))[:m]].numpy())

@@ -118,6 +118,7 @@ class CorrelationDifference(Metric):
     paper = "DiME §4.2 eq. 10; LDCE App. E eq. 19"
     higher_is_better = False
     needs = frozenset({"oracle"})
+    no_reference = "the dataset gives no label correlations"
 
     def reference(self, data: EvalData) -> dict[str, float] | None:
         return train_label_correlations(data.dataset, data.attribute)
@@ -126,7 +127,7 @@ class CorrelationDifference(Metric):
         oracle = data.network("oracle")
         reference = self.reference(data)
         if reference is None:
-            return MetricResult(float("nan"), None, 0, oracle.label)
+            return MetricResult(float("nan"), None, 0, oracle.label, self.no_reference)
         names = tuple(oracle.attributes)
         q = query_index(names, data.attribute, f"oracle {oracle.name!r}")
         shared = [i for i, a in enumerate(names) if a in reference]
@@ -134,7 +135,7 @@ class CorrelationDifference(Metric):
         originals, counterfactuals = oracle_decisions(data, data.rows("successful"))
         deltas = counterfactuals.astype(np.float64) - originals.astype(np.float64)
         if len(deltas) == 0:
-            return MetricResult(float("nan"), None, 0, oracle.label)
+            return MetricResult(float("nan"), None, 0, oracle.label, "no successful counterfactuals")
 
         def cd(picks: np.ndarray) -> float:
             d = deltas[picks.astype(np.int64)]
@@ -150,6 +151,7 @@ class CorrelationDifferenceSpec(CorrelationDifference):
 
     name = "cd_spec"
     paper = "DiME §4.2 eq. 10 (reference from the synthfaces spec)"
+    no_reference = "the dataset has no generative model to give exact correlations (synthfaces has)"
 
     def reference(self, data: EvalData) -> dict[str, float] | None:
         return spec_correlations(data.dataset, data.attribute)
@@ -200,3 +202,9 @@ class ShortcutChanged(OracleChange):
 
     def attribute(self, data: EvalData) -> str | None:
         return getattr(data.classifier, "shortcut", None)
+
+    def compute(self, data: EvalData) -> MetricResult:
+        if self.attribute(data) is None:
+            reason = "the classifier declares no shortcut"
+            return MetricResult(float("nan"), None, 0, data.network("oracle").label, reason)
+        return super().compute(data)

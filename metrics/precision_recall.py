@@ -56,7 +56,8 @@ class ManifoldCoverage(FeatureSetMetric):
             (counterfactuals, originals) if self.queries_are_counterfactuals else (originals, counterfactuals)
         )
         if len(support) <= NEIGHBOURS or len(queries) == 0:
-            return MetricResult(float("nan"), None, 0)
+            reason = f"needs more than {NEIGHBOURS} successful counterfactuals and originals"
+            return MetricResult(float("nan"), None, 0, reason=reason)
         return mean_result(inside_manifold(queries, support))
 
 

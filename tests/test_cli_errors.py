@@ -7,6 +7,7 @@ subprocess of the `cfbench` console script (those run concurrently, to stay fast
 from __future__ import annotations
 
 import fcntl
+import importlib
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -64,6 +65,9 @@ def _junk_run_json(workdir: Path) -> None:
 
 CASES = [
     Case("unknown-method", [*RUN, "--method", "pdg"], "Unknown method 'pdg'. Did you mean: pgd", subprocess=True),
+    Case("planned-method", [*RUN, "--method", "gcd"],
+         "method 'gcd' is not available yet: GCD (Sobieski & Biecek, ECCV 2024) is planned, not implemented yet; "
+         "registered methods: ", subprocess=True),
     Case("unknown-dataset", [*RUN, "--method", "pgd", "--dataset", "toyy"], "Unknown dataset 'toyy'. Did you mean: toy?"),
     Case("unknown-attribute", [*RUN, "--method", "pgd", "--attr", "brigth"],
          "Unknown attribute 'brigth' for dataset 'toy'. Did you mean: bright"),
@@ -204,3 +208,71 @@ def test_interrupt_is_one_line_and_exit_130(workdir):
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("interrupted:") and "Traceback" not in result.output
     assert len(pd.read_csv(workdir / "r" / "samples.csv")) == 4
+
+
+# -- planned methods ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, paper", [("gcd", "GCD"), ("ace", "ACE"), ("ldce", "LDCE")])
+def test_a_planned_method_says_so_without_did_you_mean(name, paper, workdir):
+    result = invoke(*RUN, "--method", name)
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    line = assert_one_error_line(result.stderr, result.stdout)
+    assert line.startswith(f"error: method {name!r} is not available yet: {paper} (") and "is planned" in line
+    assert "Did you mean" not in line and line.endswith(".")
+    registered = line.split("registered methods: ")[1].rstrip(".").split(", ")
+    assert {"dime", "identity", "pgd"} <= set(registered) and name not in registered
+    assert not list(workdir.iterdir())  # refused before anything is written
+
+
+def test_list_shows_planned_methods_apart(workdir):
+    result = invoke("list", "methods")
+    assert result.exit_code == 0, result.output
+    runnable = [line.split()[0] for line in result.stdout.splitlines()[1:] if not line.strip().startswith("planned")]
+    assert {"dime", "identity", "pgd"} <= set(runnable) and not {"gcd", "ace", "ldce"} & set(runnable)
+    assert "  planned (not runnable yet): ace, gcd, ldce" in result.stdout.splitlines()
+
+
+def test_a_registered_plugin_replaces_a_plan(tmp_path, monkeypatch):
+    """A decorator or an entry point registering a planned name wins over the plan."""
+    from cfbench.registry import Registry
+
+    reg = Registry("method")
+    reg.plan("gcd", "GCD is planned.")
+    reg.plan("ace", "ACE is planned")
+    assert reg.planned() == {"ace": "ACE is planned", "gcd": "GCD is planned"} and reg.names() == []
+
+    @reg.register("gcd", description="a plugin's GCD")
+    class GCD:
+        pass
+
+    assert reg.get("gcd") is GCD and reg.names() == ["gcd"] and list(reg.planned()) == ["ace"]
+    dist = tmp_path / "gcd_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: gcd-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[cfbench.methods]\nace = gcd_plugin_mod:ACE\n")
+    (tmp_path / "gcd_plugin_mod.py").write_text('class ACE:\n    """A plugin\'s ACE"""\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    reg = Registry("method", "cfbench.methods")
+    reg.plan("ace", "ACE is planned")
+    assert "ace" in reg.names() and reg.planned() == {}
+    assert reg.get("ace").__name__ == "ACE" and reg.describe("ace")["description"] == "A plugin's ACE"
+
+
+def test_a_plugin_module_registering_gcd_runs_it(tmp_path):
+    """Through CFBENCH_PLUGINS (a real process: the registration must not leak into other tests)."""
+    (tmp_path / "my_gcd.py").write_text(
+        "from cfbench.methods import METHODS\nfrom cfbench.methods.identity import Identity\n\n\n"
+        "@METHODS.register('gcd')\nclass MyGCD(Identity):\n    \"\"\"My GCD\"\"\"\n"
+    )
+    env = subprocess_env(CFBENCH_PLUGINS="tests.fixtures.toy,my_gcd")
+    env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
+    listed = subprocess.run([*cfbench_command(), "list", "methods"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert any(line.split()[0] == "gcd" and "My GCD" in line for line in lines[1:])
+    assert "  planned (not runnable yet): ace, ldce" in lines
+    done = subprocess.run([*cfbench_command(), *RUN, "--method", "gcd", "--n", "2", "--device", "cpu"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert list((tmp_path / "runs" / "toy_bright").glob("gcd-paper-s0-*/metrics.json"))

@@ -20,7 +20,8 @@ from tests.conftest import PGD_SETS, invoke, snapshot, toy_run
 def runs(tmp_path_factory) -> Path:
     """A runs root with two finished toy runs (identity, pgd) and one unfinished run."""
     root = tmp_path_factory.mktemp("lb")
-    common = ("--runs", str(root / "runs"), "--leaderboards", str(root / "boards-by-run"))
+    common = ("--runs", str(root / "runs"), "--leaderboards", str(root / "boards-by-run"),
+              "--published", str(root / "no-published-runs"))  # fmt: skip
     for args in (toy_run(*common), toy_run(*PGD_SETS, *common, method="pgd")):
         result = invoke(*args)
         assert result.exit_code == 0, result.output
@@ -77,6 +78,51 @@ def test_a_run_published_into_the_leaderboards_is_one_row(runs, tmp_path):
     board = rows(out / "toy_bright.csv")
     assert sorted(r["run_id"] for r in board) == sorted({r["run_id"] for r in board})
     assert len(board) == 2 and 12.5 not in [float(r["fr"]) for r in board]
+
+
+def _record(root: Path, run_id: str, metrics: dict, **info) -> None:
+    """A finished toy/bright run record: run.json (``info`` added) beside metrics.json."""
+    run_dir = root / "toy_bright" / run_id
+    run_dir.mkdir(parents=True)
+    identity = {"method": "pgd", "dataset": "toy", "attribute": "bright", "classifier": "toy-bright", "seed": 0,
+                "profile": "paper", "config": {}}  # fmt: skip
+    (run_dir / "run.json").write_text(json.dumps({"identity": identity, "attr": "bright", "run_id": run_id, "n": 8,
+                                                  "protocol": "cfbench-v1", **info}))  # fmt: skip
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_flags_are_a_provenance_column_and_a_marker_in_the_markdown(tmp_path):
+    """run.json's ``flags`` (sentences) join with "; " in the CSV's ``flags`` column; the
+    markdown marks the row's variant with ⚑N and lists the flags under the table."""
+    shared = "loss network net-trunk shares weights with the evaluation network net (mnac, cd)"
+    fr = {"fr": {"value": 50.0, "ci": [40.0, 60.0], "n": 8, "network": None}}
+    _record(tmp_path / "runs", "a", fr, flags=[shared, "seeded on the test split"])
+    _record(tmp_path / "runs", "b", fr, flags=[shared])
+    _record(tmp_path / "runs", "c", fr)  # no flags: an empty cell
+    _record(tmp_path / "runs", "d", fr, flags=[])
+    build_leaderboards(tmp_path / "runs", tmp_path / "boards")
+    board = rows(tmp_path / "boards" / "toy_bright.csv")
+    assert [r["flags"] for r in board] == [f"{shared}; seeded on the test split", shared, "", ""]
+    columns = list(board[0])
+    assert columns[columns.index("run_id"):] == ["run_id", "n", "seed", "protocol", "classifier", "networks", "flags"]
+    md = (tmp_path / "boards" / "toy_bright.md").read_text()
+    assert "| paper ⚑1,2 | 50 [40, 60] |" in md and "| paper ⚑1 | 50 [40, 60] |" in md
+    assert md.count("| paper | 50 [40, 60] |") == 2 and "| flags |" not in md
+    assert md.endswith(f"\n\n- ⚑1 {shared}\n- ⚑2 seeded on the test split\n")
+
+
+def test_a_null_value_is_an_empty_cell_never_zero(tmp_path):
+    """metrics.json writes a metric not defined for the run as null with a reason."""
+    _record(tmp_path / "runs", "a", {"fr": {"value": 50.0, "ci": [40.0, 60.0], "n": 8},
+                                     "sigma_l": {"value": 0.125, "ci": [0.1, 0.15], "n": 8}})  # fmt: skip
+    undefined = {"value": None, "ci": None, "n": 0, "reason": "needs runs with other seeds"}
+    _record(tmp_path / "runs", "b", {"fr": {"value": 0.0, "ci": [0.0, 0.0], "n": 8}, "sigma_l": undefined})
+    build_leaderboards(tmp_path / "runs", tmp_path / "boards")
+    a, b = rows(tmp_path / "boards" / "toy_bright.csv")
+    assert (a["sigma_l"], a["sigma_l_ci_low"], b["sigma_l"], b["sigma_l_ci_low"]) == ("0.125", "0.1", "", "")
+    assert b["fr"] == "0" and b["fr_ci_low"] == "0"  # a real 0 stays 0
+    md = (tmp_path / "boards" / "toy_bright.md").read_text()
+    assert "| 0 [0, 0] |  |" in md and "0.125 [0.1, 0.15]" in md and "None" not in md and "nan" not in md
 
 
 def test_the_settings_a_method_names_show_beside_the_profile(tmp_path):

@@ -3,8 +3,6 @@ returns the input (FR 0, nothing changed), `pgd` flips every decision with an
 adversarial perturbation (FR 100, images off the data manifold)."""
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from cfbench.runner import Run, RunSpec
@@ -31,7 +29,8 @@ def test_flip_ratio_orders_the_baselines(runs):
     identity, pgd = runs["identity"][1], runs["pgd"][1]
     assert identity["fr"]["value"] == 0 and pgd["fr"]["value"] == 100
     # identity has no successful counterfactual: the success-subset metrics are undefined
-    assert math.isnan(identity["fva"]["value"]) and identity["fva"]["n"] == 0
+    assert identity["fva"]["value"] is None and identity["fva"]["n"] == 0
+    assert identity["fva"]["reason"] == "no successful counterfactuals"
     assert pgd["fva"]["n"] == 24 and pgd["fid"]["value"] > 0
 
 

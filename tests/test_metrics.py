@@ -132,5 +132,5 @@ def test_a_plugin_metric_appears_without_changing_the_runner(workdir):
     assert metrics["max_change"]["value"] == pytest.approx(0.5, abs=1 / 255)  # PGD uses its whole ε = 0.5
     assert metrics["max_change"]["higher_is_better"] is False
     assert json.loads((run_dir / "run.json").read_text())["protocol"] == "tests-v1"
-    board = pd.read_csv(workdir / "leaderboards" / "toy_bright.csv")
+    board = pd.read_csv(workdir / "runs" / "leaderboards" / "toy_bright.csv")
     assert "max_change" in board.columns and board["max_change"].iloc[0] == pytest.approx(metrics["max_change"]["value"])

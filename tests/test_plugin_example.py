@@ -83,7 +83,7 @@ def test_run_blur_on_toy(venv, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics) == {"fr", "l1", "l2"} and metrics["l1"]["value"] > 0
     assert (run_dir / "grid.png").is_file()
-    board = pd.read_csv(tmp_path / "leaderboards" / "toy_bright.csv")
+    board = pd.read_csv(tmp_path / "runs" / "leaderboards" / "toy_bright.csv")
     assert board["method"].tolist() == ["blur"]
 
 
