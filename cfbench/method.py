@@ -142,6 +142,13 @@ class Method:
         digest of each, and a resumed run must hold the same weights."""
         return {}
 
+    def null_edit(self) -> "Method | None":
+        """The method at its own settings with no guidance (a diffusion method's edit-free
+        round trip through its backbone), or None. The harness runs it on every image with
+        the same per-sample randomness and reports its flip rate, ``fr_null``, beside ``fr``:
+        a method is credited only with what it adds to what its backbone does unasked."""
+        return None
+
     def fit(self, split: Any, classifier: ClassifierHandle, generator: torch.Generator,
             directory: Path) -> dict[str, int]:
         """Learn before explaining (GCD's proxy and directions) from the dataset ``split``

@@ -7,6 +7,7 @@ Layout::
     samples.csv           one row per finished sample
     originals/<id>.png    the inputs as the metrics see them (lossless, rounded to 8 bit)
     counterfactuals/<id>.png
+    null/<id>.png         the method's null edit (`Method.null_edit`), where it has one
     masks/<id>.png        where the method returns masks
     attributions/<id>.npy, directions/<id>.npy   where the method returns them
     method/               what `Method.fit` learnt (fit.json: its cost, written last)
@@ -28,7 +29,7 @@ from PIL import Image
 from cfbench.errors import CfbenchError
 from cfbench.files import atomic_write_bytes, atomic_write_text
 
-IMAGE_DIRS = ("originals", "counterfactuals", "masks")
+IMAGE_DIRS = ("originals", "counterfactuals", "masks", "null")
 
 
 def json_text(value: Any) -> str:
@@ -129,6 +130,16 @@ class RunRecord:
         table = table.drop_duplicates("index", keep="last").sort_values("index").reset_index(drop=True)
         atomic_write_text(self.table_path, table.to_csv(index=False))
         return table
+
+    def update_rows(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        """Set columns of finished samples (matched by ``index``); the table is replaced atomically."""
+        table = self.read_table().set_index("index")
+        update = pd.DataFrame(rows).set_index("index")
+        for column in update.columns:  # object columns take any value; the CSV gives the types back
+            table[column] = table[column].astype(object) if column in table else pd.Series(None, table.index, object)
+            table.loc[update.index, column] = update[column]
+        atomic_write_text(self.table_path, table.reset_index().to_csv(index=False))
+        return table.reset_index()
 
     def save_image(self, folder: str, sample_id: str, image: torch.Tensor) -> None:
         atomic_write_bytes(self.path / folder / f"{sample_id}.png", png_bytes(image))

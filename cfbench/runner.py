@@ -116,6 +116,7 @@ class Run:
         # every network the run needs is located and read before anything is written or generated
         self.network = load_classifier(self.classifier_name, self.attribute).to(self.device)
         self.method = self.method_cls(self.config, self.device)
+        self.null_method = self.method.null_edit()
         self.loss_networks = self.method.loss_networks()
         self.flags: dict[str, list[str]] = {}  # flag text -> the metrics it concerns
         for term, loss_network in self.loss_networks.items():
@@ -176,10 +177,17 @@ class Run:
                 self._fit(method, network)
             table = self.record.read_table()
             done = {  # a sample is finished when its row and both images are on disk
-                index for index, sample_id in zip(table.get("index", []), table.get("id", []))
+                index: sample_id for index, sample_id in zip(table.get("index", []), table.get("id", []))
                 if self.record.has_image("originals", sample_id) and self.record.has_image("counterfactuals", sample_id)
             }  # fmt: skip
             todo = [i for i in range(self.spec.n) if i not in done]
+            if self.null_method is not None:  # samples finished before the run had null edits get theirs
+                missing = [i for i, sample_id in done.items() if i < self.spec.n
+                           and not self.record.has_image("null", sample_id)]  # fmt: skip
+                for start in range(0, len(missing), self.spec.batch_size):
+                    chunk = missing[start : start + self.spec.batch_size]
+                    ids, _, _, x, logits = self._inputs(network, chunk)
+                    self.record.update_rows(self._null_batch(network, chunk, ids, x, 1 - (logits > 0).long()))
             bar = tqdm(
                 total=self.spec.n,
                 initial=self.spec.n - len(todo),
@@ -220,12 +228,21 @@ class Run:
         atomic_write_text(done, json_text(cost))
         self.record.write_info({**self.record.read_info(), "fit": cost})
 
-    def _explain_batch(self, method: Method, network: torch.nn.Module, indices: list[int]) -> list[dict[str, Any]]:
+    def _inputs(self, network: torch.nn.Module, indices: list[int]):
+        """The samples ``indices`` as the method gets them (quantised, in [0, 1], on the
+        device), with their ids, labels, the uint8 originals and the classifier's logits."""
         ids, images, labels = self.split.batch(indices)
         originals = quantize(images)
         x = originals.float().div(255).to(self.device)
+        return ids, labels, originals, x, self._logits(network, originals)
+
+    def _logits(self, network: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """The classifier's logits of saved (uint8) images, on the CPU."""
         with torch.no_grad():
-            logits = network(x).reshape(-1).cpu()
+            return network(images.float().div(255).to(self.device)).reshape(-1).cpu()
+
+    def _explain_batch(self, method: Method, network: torch.nn.Module, indices: list[int]) -> list[dict[str, Any]]:
+        ids, labels, originals, x, logits = self._inputs(network, indices)
         preds = (logits > 0).long()
         targets = 1 - preds
         handle = make_handle(self.method_cls.access, network, len(indices))
@@ -236,9 +253,9 @@ class Run:
         elapsed = (time.perf_counter() - began) / len(indices)
         self._check(result, x, ids)
         counterfactuals = quantize(result.images)
-        with torch.no_grad():
-            cf_logits = network(counterfactuals.float().div(255).to(self.device)).reshape(-1).cpu()
+        cf_logits = self._logits(network, counterfactuals)
         cf_preds = (cf_logits > 0).long()
+        null_rows = self._null_batch(network, indices, ids, x, targets) if self.null_method is not None else None
         attribute_index = self.dataset.attributes.index(self.attribute)
         counters = {name: result.counters.get(name, torch.zeros(len(ids), dtype=torch.long)) for name in COUNTERS}
         rows = []
@@ -265,8 +282,26 @@ class Run:
                     "method_success": bool(result.success[k]),
                     **{name: int(counters[name][k]) for name in COUNTERS},
                     "seconds": elapsed,
+                    **(null_rows[k] if null_rows else {}),
                 }
             )
+        return rows
+
+    def _null_batch(self, network: torch.nn.Module, indices: list[int], ids: list[str], x: torch.Tensor,
+                    targets: torch.Tensor) -> list[dict[str, Any]]:
+        """The null edit (`Method.null_edit`) of the samples ``indices``, from the same
+        per-sample randomness as their counterfactuals: saved under ``null/`` and judged by
+        the classifier on the saved image (``null_success``: it shows the target)."""
+        handle = make_handle(self.method_cls.access, network, len(indices))
+        result = self.null_method.explain(x, targets.to(self.device), handle, SampleRNG(self.spec.seed, ids))
+        self._check(result, x, ids)
+        nulls = quantize(result.images)
+        logits = self._logits(network, nulls)
+        rows = []
+        for k, (index, sample_id) in enumerate(zip(indices, ids)):
+            self.record.save_image("null", sample_id, nulls[k])
+            rows.append({"index": index, "null_logit": float(logits[k]), "null_pred": int(logits[k] > 0),
+                         "null_success": bool(int(logits[k] > 0) == int(targets[k]))})  # fmt: skip
         return rows
 
     @staticmethod

@@ -179,6 +179,11 @@ class DiME(Method):
             config = dataclasses.replace(config, classifier_scales=tuple(config.classifier_scales[-1:]))
         return config
 
+    def null_edit(self) -> DiME:
+        """DiME without guidance (Table 2's unconditional row): the same z_τ, τ unguided steps."""
+        config = dataclasses.replace(self.config, variant="unconditional")
+        return DiME(config, self.device, backbone=self.backbone)
+
     def loss_networks(self) -> dict[str, str]:
         return {"L_perc": self.config.perceptual} if self.uses_perceptual else {}
 

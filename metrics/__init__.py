@@ -11,6 +11,12 @@ METRICS.lazy(
     paper="LDCE App. E eq. 12",
 )
 METRICS.lazy(
+    "fr_null",
+    "cfbench.metrics.flip_ratio:NullFlipRatio",
+    description="Null-edit flip ratio: % of the method's unguided edits the classifier assigns to the target",
+    paper="cfbench (the null edit)",
+)
+METRICS.lazy(
     "l1",
     "cfbench.metrics.distance:L1",
     description="Mean L1 distance between input and counterfactual, [0,1] pixels",

@@ -6,9 +6,9 @@ uses) lives in PROTOCOL.md; the name recorded in every run says which one applie
 from cfbench.errors import CfbenchError
 
 PROTOCOLS: dict[str, tuple[str, ...]] = {
-    "cfbench-v1": ("fr", "l1", "l2"),
+    "cfbench-v1": ("fr", "fr_null", "l1", "l2"),
     "cfbench-v2": (
-        "fr", "fid", "sfid", "fid_plus", "fva", "fs", "mnac", "cd", "cd_spec", "cout", "s3", "sigma_l",
+        "fr", "fr_null", "fid", "sfid", "fid_plus", "fva", "fs", "mnac", "cd", "cd_spec", "cout", "s3", "sigma_l",
         "l1", "l2", "l1_plus", "precision", "recall",
     ),
 }

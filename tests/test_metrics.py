@@ -128,7 +128,7 @@ def test_a_plugin_metric_appears_without_changing_the_runner(workdir):
     assert "max_change" in result.stdout
     run_dir = only_run_dir(workdir / "runs")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(metrics) == {"fr", "l1", "l2", "max_change"}
+    assert set(metrics) == {"fr", "fr_null", "l1", "l2", "max_change"}
     assert metrics["max_change"]["value"] == pytest.approx(0.5, abs=1 / 255)  # PGD uses its whole ε = 0.5
     assert metrics["max_change"]["higher_is_better"] is False
     assert json.loads((run_dir / "run.json").read_text())["protocol"] == "tests-v1"

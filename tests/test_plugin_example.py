@@ -81,7 +81,7 @@ def test_run_blur_on_toy(venv, tmp_path):
         expected = (blurred.clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
         assert np.array_equal(load(run_dir, "counterfactuals", sample_id), expected)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(metrics) == {"fr", "l1", "l2"} and metrics["l1"]["value"] > 0
+    assert set(metrics) == {"fr", "fr_null", "l1", "l2"} and metrics["l1"]["value"] > 0
     assert (run_dir / "grid.png").is_file()
     board = pd.read_csv(tmp_path / "runs" / "leaderboards" / "toy_bright.csv")
     assert board["method"].tolist() == ["blur"]
@@ -99,7 +99,7 @@ def test_plugin_metric_through_metric_option(venv, tmp_path):
     run_dir = tmp_path / "r"
     assert json.loads((run_dir / "run.json").read_text())["identity"]["config"] == {"kernel_size": 3}
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(metrics) == {"fr", "l1", "l2", "mean_abs_change"}
+    assert set(metrics) == {"fr", "fr_null", "l1", "l2", "mean_abs_change"}
     ids = pd.read_csv(run_dir / "samples.csv", dtype={"id": str})["id"]
     changes = [
         np.abs(load(run_dir, "originals", i).astype(np.float64) - load(run_dir, "counterfactuals", i)).mean() / 255

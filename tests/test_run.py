@@ -147,7 +147,7 @@ def test_run_record_contents(workdir):
     assert grid.size == (8 * 18 + 2, 3 * 18 + 2)
 
     metrics = metrics_of(run_dir)
-    assert set(metrics) == {"fr", "l1", "l2"}
+    assert set(metrics) == {"fr", "fr_null", "l1", "l2"}
     assert metrics["fr"]["value"] == pytest.approx(100 * table["success"].mean())
     assert metrics["fr"]["higher_is_better"] is True and metrics["l2"]["higher_is_better"] is False
 

@@ -8,8 +8,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 import tests.fixtures.toy  # noqa: F401  (registers the toy dataset and classifier)
@@ -220,3 +223,56 @@ def test_a_missing_evaluation_network_stops_the_run_before_anything_is_generated
     assert result.exit_code == 2
     assert "resnet50_ft_weight.pkl not found" in assert_one_error_line(result.stderr, result.stdout)
     assert not (workdir / "runs").exists()
+
+
+# -- the null edit ---------------------------------------------------------------------------------
+def test_fr_null_is_the_flip_rate_of_the_unguided_method_on_the_same_noise(workdir, tmp_path):
+    import tests.fixtures.tiny_backbone  # noqa: F401  (the backbone record, in this process)
+
+    weights = save_tiny_ddpm(tmp_path / "tiny.pt")
+    sets = ["--set", "backbone=tiny-ddpm", "--set", f"weights_path={weights}", "--set", "respacing=20",
+            "--set", "tau=3", "--set", "lambda_p=0"]  # fmt: skip
+    base = ["run", "--method", "dime", "--dataset", "toy", "--attr", "bright", "--n", "6", "--batch-size", "4",
+            "--no-progress", *sets]  # fmt: skip
+    assert invoke(*base, "--out", "guided").exit_code == 0
+    assert invoke(*base, "--out", "unguided", "--set", "variant=unconditional").exit_code == 0
+    guided = pd.read_csv(workdir / "guided" / "samples.csv", dtype={"id": str})
+    unguided = pd.read_csv(workdir / "unguided" / "samples.csv", dtype={"id": str})
+    for sample_id in guided["id"]:  # the null edit is the unconditional variant, image for image
+        null = np.asarray(Image.open(workdir / "guided" / "null" / f"{sample_id}.png"))
+        assert np.array_equal(null, np.asarray(Image.open(workdir / "unguided" / "counterfactuals" / f"{sample_id}.png")))
+    assert guided["null_success"].tolist() == unguided["success"].tolist()
+    metrics = json.loads((workdir / "guided" / "metrics.json").read_text())
+    assert metrics["fr_null"]["value"] == pytest.approx(100 * unguided["success"].mean())
+    assert metrics["fr_null"]["n"] == 6
+
+
+def test_a_run_made_without_null_edits_gets_them_on_resume(workdir, tmp_path):
+    import tests.fixtures.tiny_backbone  # noqa: F401
+
+    weights = save_tiny_ddpm(tmp_path / "tiny.pt")
+    args = ["run", "--method", "dime", "--dataset", "toy", "--attr", "bright", "--n", "3", "--no-progress",
+            "--out", "run", "--set", "backbone=tiny-ddpm", "--set", f"weights_path={weights}",
+            "--set", "respacing=20", "--set", "tau=3", "--set", "lambda_p=0"]  # fmt: skip
+    assert invoke(*args).exit_code == 0
+    table = pd.read_csv(workdir / "run" / "samples.csv", dtype={"id": str})
+    made = {i: np.asarray(Image.open(workdir / "run" / "null" / f"{i}.png")) for i in table["id"]}
+    for sample_id in table["id"]:
+        (workdir / "run" / "null" / f"{sample_id}.png").unlink()
+    pd.read_csv(workdir / "run" / "samples.csv").drop(columns=["null_logit", "null_pred", "null_success"]).to_csv(
+        workdir / "run" / "samples.csv", index=False)
+    counterfactuals = {i: (workdir / "run" / "counterfactuals" / f"{i}.png").stat().st_mtime_ns for i in table["id"]}
+    assert invoke(*args).exit_code == 0
+    again = pd.read_csv(workdir / "run" / "samples.csv", dtype={"id": str})
+    assert again["null_success"].tolist() == table["null_success"].tolist()
+    for sample_id in table["id"]:
+        assert np.array_equal(np.asarray(Image.open(workdir / "run" / "null" / f"{sample_id}.png")), made[sample_id])
+        assert (workdir / "run" / "counterfactuals" / f"{sample_id}.png").stat().st_mtime_ns == counterfactuals[sample_id]
+
+
+def test_methods_without_a_null_edit_say_so(workdir):
+    result = invoke("run", "--method", "identity", "--dataset", "toy", "--attr", "bright", "--n", "2",
+                    "--no-progress", "--out", "run")  # fmt: skip
+    assert result.exit_code == 0
+    metrics = json.loads((workdir / "run" / "metrics.json").read_text())
+    assert metrics["fr_null"]["value"] is None and "no null edit" in metrics["fr_null"]["reason"]
