@@ -215,7 +215,7 @@ class DiME(Method):
                 break
             at = rows.to(x.device)
             guidance = self._guidance(x, targets, target_features, float(scale), classifier, denoiser, rng, size)
-            result[at] = denoise(denoiser, z_tau[at], cfg.tau, rows=rows, noise=rng, mean_guidance=guidance)
+            result[at] = denoise(denoiser, z_tau[at], cfg.tau, rows=rows, noise=rng, mean_guidance=guidance)  # eq. 4
             done[rows] = classifier.predict(space.decode(result[at], size), samples=rows) == targets[at].cpu()
         return Counterfactuals(
             images=space.decode(result, size), success=done,
@@ -270,7 +270,7 @@ class DiME(Method):
     def _gradient(self, x: Tensor, y: Tensor, rows: Tensor, scale: float, classifier: ClassifierHandle | None,
                   size: tuple[int, int], perceptual: nn.Module | None,
                   target_features: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """∇_x of λ_c·L_class(C(y|x)) (when ``classifier``) + λ_p·L_perc(x, ·) (when
+        """∇_x L̃ (eq. 5) of λ_c·L_class(C(y|x)) (when ``classifier``) + λ_p·L_perc(x, ·) (when
         ``perceptual``), x a leaf; also the logits (None without a classifier). DiME
         `core/sample_utils.py` ``clean_class_cond_fn`` and ``dist_cond_fn``."""
         cfg = self.config
