@@ -184,7 +184,8 @@ class Run:
             if self.null_method is not None:  # samples finished before the run had null edits get theirs
                 missing = [i for i, sample_id in done.items() if i < self.spec.n
                            and not self.record.has_image("null", sample_id)]  # fmt: skip
-                for start in range(0, len(missing), self.spec.batch_size):
+                for start in tqdm(range(0, len(missing), self.spec.batch_size), desc="null edits", unit="batch",
+                                  disable=not (self.spec.progress and missing)):  # fmt: skip
                     chunk = missing[start : start + self.spec.batch_size]
                     ids, _, _, x, logits = self._inputs(network, chunk)
                     self.record.update_rows(self._null_batch(network, chunk, ids, x, 1 - (logits > 0).long()))
