@@ -276,3 +276,20 @@ def test_methods_without_a_null_edit_say_so(workdir):
     assert result.exit_code == 0
     metrics = json.loads((workdir / "run" / "metrics.json").read_text())
     assert metrics["fr_null"]["value"] is None and "no null edit" in metrics["fr_null"]["reason"]
+
+
+def test_a_diffae_backbone_denoises_conditioned_on_its_semantic_code():
+    from cfbench.diffusion.sampling import ddim_invert, denoise
+
+    backbone = create_backbone("synthfaces-diffae", "ddim5")
+    assert backbone.record.kind == "diffae" and backbone.space == PixelSpace(64)
+    x = backbone.space.encode(torch.rand(2, 3, 128, 128, generator=torch.Generator().manual_seed(0)))
+    with torch.no_grad():
+        z_sem = backbone.model.encode(x)
+    denoiser = backbone.denoiser(2, condition=z_sem)
+    x_T = ddim_invert(denoiser, x)
+    out = denoise(denoiser, x_T, sampler="ddim")
+    assert out.shape == x.shape and denoiser.evals.tolist() == [10, 10]
+    torch.testing.assert_close(out, backbone.model.render(z_sem, backbone.model.invert(x, z_sem, 5), 5))
+    with pytest.raises(ValueError, match="z_sem"):
+        backbone.denoiser(2)
