@@ -3,6 +3,8 @@ without the metrics), with the network evaluations each counterfactual cost.
 
     PYTHONPATH=. python benchmarks/bench_methods.py --method dime --profile quick --n 8 --batch-sizes 4 8
     PYTHONPATH=. python benchmarks/bench_methods.py --method dime --device cuda --n 256 --batch-sizes 64 256
+    PYTHONPATH=. python benchmarks/bench_methods.py --method dime --profile quick --n 16 --batch-sizes 1 8 16 \
+        --record benchmarks/results/dime-quick-synthfaces-cpu.json
 
 Each row generates ``--n`` counterfactuals of the dataset's first test images into a
 throw-away run directory. cf/s counts the method's own time (`Method.explain`), which
@@ -14,6 +16,7 @@ warm-up.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import tempfile
 from pathlib import Path
@@ -49,16 +52,23 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--record", type=Path, default=None, help="also write the rows to this JSON file")
     args = parser.parse_args()
     where = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or 'cpu'}, " \
         f"{torch.get_num_threads()} threads"  # fmt: skip
     print(f"# {args.method} ({args.profile or 'default profile'}) on {args.dataset}/{args.attr}, n={args.n}, {where}")
     print(f"{'batch':>5} {'cf/s':>8} {'FR %':>6} " + " ".join(f"{name:>20}" for name in COUNTERS))
+    rows = []
     for batch_size in args.batch_sizes:
         with tempfile.TemporaryDirectory() as tmp:
             row = measure(args, batch_size, Path(tmp) / "run")
+        rows.append({"batch_size": batch_size, **row})
         print(f"{batch_size:>5} {row['cf_per_s']:>8.3f} {row['flip_rate']:>6.1f} "
               + " ".join(f"{row[name]:>20.1f}" for name in COUNTERS))  # fmt: skip
+    if args.record:
+        settings = {k: v for k, v in vars(args).items() if k != "record"}
+        text = json.dumps({"settings": settings, "device": where, "torch": torch.__version__, "rows": rows}, indent=2)
+        args.record.write_text(text + "\n")
 
 
 if __name__ == "__main__":
