@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 import tests.fixtures.toy  # noqa: F401  (registers the toy dataset and classifier)
 from cfbench.diffusion.backbones import BACKBONES, create_backbone
@@ -24,7 +23,7 @@ from cfbench.methods import METHODS, Counterfactuals, Method, MethodConfig, hpar
 from cfbench.randomness import SampleRNG
 from cfbench.runner import Run, RunSpec
 from tests.conftest import assert_one_error_line, invoke
-from tests.fixtures.tiny_backbone import save_tiny_ddpm
+from tests.fixtures.tiny_backbone import save_tiny_ddpm  # (and the tiny-ddpm backbone record)
 
 
 # -- backbones -------------------------------------------------------------------------------------
@@ -205,8 +204,6 @@ def test_resuming_with_other_weights_is_refused(workdir, tmp_path):
             "--set", "tau=2", "--set", "lambda_p=0"]  # fmt: skip
     args = ["run", "--method", "dime", "--dataset", "toy", "--attr", "bright", "--n", "1", "--no-progress",
             "--out", "run", *sets]  # fmt: skip
-    import tests.fixtures.tiny_backbone  # noqa: F401  (the backbone record, in this process)
-
     assert invoke(*args).exit_code == 0
     state = torch.load(weights)
     state["out.2.bias"] = state["out.2.bias"] + 1
@@ -227,8 +224,6 @@ def test_a_missing_evaluation_network_stops_the_run_before_anything_is_generated
 
 # -- the null edit ---------------------------------------------------------------------------------
 def test_fr_null_is_the_flip_rate_of_the_unguided_method_on_the_same_noise(workdir, tmp_path):
-    import tests.fixtures.tiny_backbone  # noqa: F401  (the backbone record, in this process)
-
     weights = save_tiny_ddpm(tmp_path / "tiny.pt")
     sets = ["--set", "backbone=tiny-ddpm", "--set", f"weights_path={weights}", "--set", "respacing=20",
             "--set", "tau=3", "--set", "lambda_p=0"]  # fmt: skip
@@ -248,8 +243,6 @@ def test_fr_null_is_the_flip_rate_of_the_unguided_method_on_the_same_noise(workd
 
 
 def test_a_run_made_without_null_edits_gets_them_on_resume(workdir, tmp_path):
-    import tests.fixtures.tiny_backbone  # noqa: F401
-
     weights = save_tiny_ddpm(tmp_path / "tiny.pt")
     args = ["run", "--method", "dime", "--dataset", "toy", "--attr", "bright", "--n", "3", "--no-progress",
             "--out", "run", "--set", "backbone=tiny-ddpm", "--set", f"weights_path={weights}",
