@@ -25,8 +25,8 @@ from cfbench.errors import CfbenchError
 from cfbench.files import atomic_write_text, exclusive_lock
 
 METRIC_ORDER = (
-    "fid", "sfid", "fva", "fs", "mnac", "cd", "cd_spec", "cout", "s3", "fr", "fr_null",
-    "l1", "l2", "sigma_l", "precision", "recall", "fid_plus", "l1_plus",
+    "fid", "sfid", "kid", "fva", "fs", "mnac", "cd", "cd_spec", "cout", "s3", "fr", "fr_null",
+    "l1", "l2", "sigma_l", "sigma_l_agree", "precision", "recall", "fid_plus", "l1_plus",
 )  # fmt: skip
 ROW_KEYS = ("source", "paper", "table", "dataset", "attr", "method", "variant")
 PROVENANCE = ("run_id", "n", "seed", "protocol", "classifier", "networks", "flags", "note")

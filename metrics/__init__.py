@@ -53,6 +53,18 @@ METRICS.lazy(
     paper="DiME §4.5, Table 2",
 )
 METRICS.lazy(
+    "sigma_l_agree",
+    "cfbench.metrics.diversity:SigmaLAgree",
+    description="Diversity on the samples whose success agrees across the seeds (official compute_LPIPS.py)",
+    paper="DiME §4.3 eq. 11 as DiME/ACE `compute_LPIPS.py` computes it",
+)
+METRICS.lazy(
+    "kid",
+    "cfbench.metrics.kid:KID",
+    description="KID: unbiased polynomial-kernel MMD² between all originals and the successful counterfactuals",
+    paper="Bińkowski et al., ICLR 2018 §3 (cfbench: realism at small n)",
+)
+METRICS.lazy(
     "precision",
     "cfbench.metrics.precision_recall:Precision",
     description="Precision: fraction of successful counterfactuals inside the originals' k-NN feature manifold (k=3)",

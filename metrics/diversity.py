@@ -2,9 +2,12 @@
 between its counterfactuals from runs that differ only by the seed, over all pairs of
 runs; then the mean over samples.
 
-As DiME/ACE ``compute_LPIPS.py``: every sample present in all the runs (matched by
-``id``), counterfactuals successful or not (DiME §4.3: "even the unsuccessful
-instances"); the originals take no part. The per-sample value is the mean over the
+``sigma_l``: every sample present in all the runs (matched by ``id``), counterfactuals
+successful or not (DiME §4.3: "even the unsuccessful instances"); the originals take no
+part. ``sigma_l_agree``: the subset the official ``compute_LPIPS.py`` (DiME and ACE)
+actually averages: it pairs the images found in the same classifier/counterfactual
+subfolder (CC/IC × CCF/ICF) of every run, so a sample enters only where its success
+agrees across the seeds. The per-sample value is the mean over the
 n(n−1)/2 pairs of runs, which is what the script computes; eq. 11's printed
 normaliser 2/(n(n+1)) would not average the pairs. Network: the dataset's
 ``perceptual`` role (LPIPS-VGG, as the scripts' ``lpips.LPIPS(net='vgg')``; the
@@ -39,12 +42,15 @@ class SigmaL(Metric):
     higher_is_better = True
     needs = frozenset({"runs", "perceptual"})
 
+    def rows(self, runs: list[EvalData]) -> list[list[int]]:
+        return shared_rows(runs)
+
     def compute(self, data: EvalData) -> MetricResult:
         runs = [data, *data.other_seeds]
         if len(runs) < 2:
             return MetricResult(float("nan"), None, 0, reason="needs runs with other seeds (--seeds 0,1,2)")
         network = data.network("perceptual")
-        rows = shared_rows(runs)
+        rows = self.rows(runs)
         values = []
         with torch.no_grad():
             for start in range(0, len(rows[0]), data.batch_size):
@@ -55,3 +61,18 @@ class SigmaL(Metric):
                 values.append(torch.stack(pairs).mean(dim=0))
         per_sample = torch.cat(values).numpy() if values else np.zeros(0)
         return mean_result(per_sample, network=network.label)
+
+
+@METRICS.register("sigma_l_agree")
+class SigmaLAgree(SigmaL):
+    """Diversity on the samples whose success agrees across the seeds (official compute_LPIPS.py)"""
+
+    name = "sigma_l_agree"
+    paper = "DiME §4.3 eq. 11 as DiME/ACE `compute_LPIPS.py` computes it"
+
+    def rows(self, runs: list[EvalData]) -> list[list[int]]:
+        rows = shared_rows(runs)
+        success = np.array([run.table["success"].to_numpy(dtype=bool)[r] for run, r in zip(runs, rows)]).reshape(
+            len(runs), -1)
+        agree = (success == success[0]).all(axis=0)
+        return [[r for r, keep in zip(run_rows, agree) if keep] for run_rows in rows]

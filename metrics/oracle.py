@@ -15,8 +15,8 @@ use the successful counterfactuals (DiME/ACE read the CC/CCF and IC/CCF folders)
   CD = Σ_a |ρ_a − ρ̂_a| over every oracle attribute the dataset labels, the query
   included (ACE/DiME sum over all 40; its term is 0 unless Δ_q is constant). ρ_a is
   the Pearson correlation of the ground-truth labels of q and a on the train split:
-  ``cd`` estimates it from a seeded sample of ``REFERENCE_SAMPLES`` train rows
-  (`Split.labels`), ``cd_spec`` takes it exactly from the generative model where the
+  ``cd`` computes it from every train label (`Split.labels`), as the official
+  ``compute_CD.py`` scripts do from the whole CelebA training annotation, ``cd_spec`` takes it exactly from the generative model where the
   dataset has one (`Dataset.correlation_matrix`, synthfaces).
 * **query_changed** / **shortcut_changed** (cfbench): the % of successful counterfactuals
   whose oracle decision changed on the query attribute, or on the attribute a shortcut
@@ -38,10 +38,6 @@ from cfbench.errors import CfbenchError
 from cfbench.metrics import METRICS
 from cfbench.metrics.base import EvalData, Metric, MetricResult, SampleMetric
 from cfbench.stats import bootstrap_ci
-
-#: Train rows sampled (seeded, without replacement) for the reference correlations of ``cd``.
-REFERENCE_SAMPLES = 20_000
-REFERENCE_SEED = 0
 
 
 def oracle_decisions(data: EvalData, rows: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -72,13 +68,10 @@ def pearson_with(columns: np.ndarray, query: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def train_label_correlations(dataset: str, query: str) -> dict[str, float]:
-    """ρ(query, a) of the ground-truth labels on ``REFERENCE_SAMPLES`` seeded train rows
-    (the whole split when it is smaller)."""
+    """ρ(query, a) of the ground-truth labels of the whole train split."""
     ds = get_dataset(dataset)
     split = ds.split("train")
-    n = min(REFERENCE_SAMPLES, len(split))
-    indices = np.sort(np.random.default_rng(REFERENCE_SEED).choice(len(split), size=n, replace=False))
-    labels = torch.as_tensor(split.labels(indices.tolist())).double().numpy()
+    labels = torch.as_tensor(split.labels(range(len(split)))).double().numpy()
     names = tuple(ds.attributes)
     rho = pearson_with(labels, labels[:, query_index(names, query, f"dataset {dataset!r}")])
     return dict(zip(names, rho.tolist()))

@@ -12,6 +12,10 @@ PROTOCOLS: dict[str, tuple[str, ...]] = {
         "l1", "l2", "l1_plus", "precision", "recall",
     ),
 }
+#: v3 (the synthfaces v2 world): KID joins, for realism at small n, and σL on the official scripts'
+#: subset; CD's reference correlations come from every train label (v2 records sampled 20,000 rows).
+_V2 = PROTOCOLS["cfbench-v2"]
+PROTOCOLS["cfbench-v3"] = (*_V2[:5], "kid", *_V2[5:13], "sigma_l_agree", *_V2[13:])
 
 
 def protocol_metrics(name: str) -> tuple[str, ...]:

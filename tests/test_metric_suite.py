@@ -402,6 +402,19 @@ def test_sigma_l_over_seeds():
     assert result.network == "fake-lpips"
 
 
+def test_sigma_l_agree_keeps_the_samples_whose_success_agrees_across_seeds():
+    def run(values, success):
+        cfs = torch.stack([torch.full((3, 4, 4), v, dtype=torch.float64) for v in values])
+        return make_data(blank(3), cfs, pd.DataFrame({"id": ["a", "b", "c"], "success": success}))
+
+    data = run([0.0, 0.1, 0.2], [True, False, True])
+    data.other_seeds = [run([0.2, 0.2, 0.5], [True, False, False]), run([0.6, 0.1, 0.3], [True, False, True])]
+    every, agree = compute("sigma_l", data), compute("sigma_l_agree", data)
+    assert every.n == 3 and agree.n == 2  # c succeeded under two seeds of three: out
+    assert agree.value == pytest.approx((0.4 + 0.2 / 3) / 2, abs=1e-12)
+    assert every.value == pytest.approx((0.4 + 0.2 / 3 + 0.2) / 3, abs=1e-12)
+
+
 # -- DiME's ℓ1 ------------------------------------------------------------------------
 def test_l1_plus_is_the_mean_absolute_change_of_successful_counterfactuals():
     originals = blank(3)

@@ -65,7 +65,7 @@ class Dataset:
     image_size: int = 0
     eval_split: str = "test"
     splits: tuple[str, ...] = ("train", "val", "test")
-    protocol: str = "cfbench-v2"
+    protocol: str = "cfbench-v3"
 
     def split(self, name: str) -> Split:
         raise NotImplementedError
