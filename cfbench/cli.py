@@ -124,7 +124,7 @@ def _parse_seeds(text: str) -> list[int]:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a method hyperparameter")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="run directory (default: under --runs)")
 @click.option("--runs", "runs_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
-@click.option("--protocol", default=None, help="evaluation protocol (default: the dataset's, cfbench-v2 on synthfaces)")
+@click.option("--protocol", default=None, help="evaluation protocol (default: the dataset's, cfbench-v3 on synthfaces)")
 @click.option("--metric", "extra_metrics", multiple=True, metavar="NAME", help="a metric to compute besides the protocol's")
 @click.option("--network", "networks", multiple=True, metavar="ROLE=NAME",
               help="evaluation network for a metric role (oracle, identity, simsiam, features, perceptual)")
@@ -159,8 +159,9 @@ def run(method, dataset, attr, classifier, n, batch_size, seed, seeds, device, p
     results = [job.execute() for job in jobs]
     for job, metrics in zip(jobs, results):
         click.echo(f"run {job.run_id}: {job.record.path}")
+        width = max(8, *map(len, metrics))
         for name, result in metrics.items():
-            click.echo(f"  {name:<8} {metric_line(result)}")
+            click.echo(f"  {name:<{width}} {metric_line(result)}")
     if out is None or out.is_relative_to(runs_root):
         build_leaderboards([runs_root, published], leaderboards or runs_root / "leaderboards")
 
@@ -225,9 +226,11 @@ def zoo_list() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="folder for the weights (default: the package's)")
 @click.option("--resume", is_flag=True, help="go on from the training state saved in $CFBENCH_HOME/zoo-checkpoints "
               "(to a larger --steps for a constant-rate recipe)")
+@click.option("--init", default=None, metavar="shipped|FILE", help="warm-start from the shipped weights or a safetensors "
+              "file (a model trained on another machine goes on training here)")
 @one_line_errors
 def zoo_train(names: tuple[str, ...], steps: int | None, train_size: int | None, eval_size: int, seed: int, device: str,
-              out: Path | None, resume: bool) -> None:  # fmt: skip
+              out: Path | None, resume: bool, init: str | None) -> None:  # fmt: skip
     """Train zoo models (in the order given; they share rendered data), measure them,
     and write weights + model cards."""
     from cfbench.runner import pick_device
@@ -236,7 +239,7 @@ def zoo_train(names: tuple[str, ...], steps: int | None, train_size: int | None,
 
     check_zoo_names(names)
     for name in names:
-        record = train(name, pick_device(device), steps, train_size, seed, out or WEIGHTS_DIR, eval_size, resume)
+        record = train(name, pick_device(device), steps, train_size, seed, out or WEIGHTS_DIR, eval_size, resume, init)
         click.echo(f"{name}: {json.dumps(record['measured'])}")
 
 

@@ -31,6 +31,11 @@ METRIC_ORDER = (
 ROW_KEYS = ("source", "paper", "table", "dataset", "attr", "method", "variant")
 PROVENANCE = ("run_id", "n", "seed", "protocol", "classifier", "networks", "flags", "note")
 FLAG = "⚑"
+#: FID-family values of runs with fewer samples carry SMALL_N_MARK: their small-sample bias
+#: dominates (PROTOCOL.md, "Realism at small n")
+SMALL_N, SMALL_N_METRICS, SMALL_N_MARK = 2000, ("fid", "sfid", "fid_plus"), "†"
+SMALL_N_LEGEND = (f"{SMALL_N_MARK} n < {SMALL_N}: FID, sFID and FID⁺ are dominated by their small-sample bias "
+                  "(PROTOCOL.md, Realism at small n); compare them only at equal n, or read KID.")
 
 
 def packaged_reference() -> Path:
@@ -127,20 +132,25 @@ def to_markdown(table: pd.DataFrame, metrics: list[str]) -> str:
     shown = [c for c in table.columns if "_ci_" not in c and c not in ("networks", "flags", "note")]
     lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     legend: dict[str, int] = {}  # flag text -> its number, in order of appearance
+    small_n = False
     for _, row in table.iterrows():
         cells = []
         flags = [f for f in _cell(row.get("flags")).split("; ") if f]
+        n = pd.to_numeric(row.get("n"), errors="coerce")
         for column in shown:
             text = _cell(row[column])
             low = row.get(f"{column}_ci_low")
             if column in metrics and text and low is not None and not pd.isna(low):
                 text += f" [{_cell(low)}, {_cell(row[f'{column}_ci_high'])}]"
+            if column in SMALL_N_METRICS and text and n < SMALL_N:
+                text, small_n = text + f" {SMALL_N_MARK}", True
             if column == "variant" and flags:
                 text += f" {FLAG}" + ",".join(str(legend.setdefault(f, len(legend) + 1)) for f in flags)
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
-    if legend:
+    if legend or small_n:
         lines += ["", *(f"- {FLAG}{number} {text}" for text, number in legend.items())]
+        lines += [f"- {SMALL_N_LEGEND}"] if small_n else []
     return "\n".join(lines) + "\n"
 
 

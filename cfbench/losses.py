@@ -104,19 +104,18 @@ def vgg19_features(layer: int = 18, path: Path | str | None = None) -> FeatureDi
     return FeatureDistance(features[:layer], IMAGENET_MEAN, IMAGENET_STD).eval()
 
 
-def synthfaces_oracle_trunk(layer: int = 6, path: Path | str | None = None) -> FeatureDistance:
-    """The synthfaces stand-in for VGG19: the first ``layer`` modules of the zoo oracle's
-    ResNet-10 trunk (conv1, bn1, relu, maxpool, layer1..layer4) after its own input
-    layer (bilinear resize to 128 px, (x − 0.5)/0.5)."""
+def synthfaces_vgg_features(layer: int = 20, path: Path | str | None = None) -> FeatureDistance:
+    """The synthfaces loss network: the first ``layer`` modules of the zoo's narrow VGG
+    (``synthfaces-vgg``; 20 ends its third stage at 1/4 resolution, as VGG19's relu3_4)
+    after its own input layer ((x − 0.5)/0.5 at 64 px)."""
     from cfbench.zoo import ZOO
 
     if path:
-        raise CfbenchError("synthfaces-oracle-trunk is read from the zoo; it takes no weights path.")
-    encoder = ZOO["synthfaces-oracle"].load()
-    trunk = encoder.trunk
-    stages = [trunk.conv1, trunk.bn1, trunk.relu, trunk.maxpool, trunk.layer1, trunk.layer2, trunk.layer3,
-              trunk.layer4]  # fmt: skip
-    return FeatureDistance(nn.Sequential(encoder.input, *stages[:layer])).eval()
+        raise CfbenchError("synthfaces-vgg is read from the zoo; it takes no weights path.")
+    encoder = ZOO["synthfaces-vgg"].load()
+    if not 1 <= layer <= len(encoder.features):
+        raise CfbenchError(f"synthfaces-vgg has {len(encoder.features)} feature modules; layer={layer} is not one.")
+    return FeatureDistance(nn.Sequential(encoder.input, *encoder.features[:layer])).eval()
 
 
 register(LossNetwork(
@@ -124,8 +123,6 @@ register(LossNetwork(
     "torchvision ImageNet VGG19 features[:layer], DiME's L_perc (relu3_4 at layer 18)",
 ))
 register(LossNetwork(
-    "synthfaces-oracle-trunk", "cfbench.losses:synthfaces_oracle_trunk",
-    "the first stages of the synthfaces oracle's ResNet-10 (stand-in for VGG19 on synthfaces)",
-    shares=("synthfaces-oracle", "synthfaces-features", "synthfaces-lpips"), on_overlap="flag",
-    why="a stand-in until synthfaces has a loss network of its own",
+    "synthfaces-vgg", "cfbench.losses:synthfaces_vgg_features",
+    "the convolution stages of the synthfaces zoo's narrow VGG (stand-in for VGG19; no metric uses it)",
 ))

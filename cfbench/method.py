@@ -104,7 +104,8 @@ class Method:
 
     Subclasses set ``Config``, ``access`` and ``paper``, may give per-dataset
     config overrides in ``dataset_configs``, named ``profiles`` (``quick`` /
-    ``paper``) and the ``row_settings`` that give a run a leaderboard row of its own,
+    ``paper``), overrides of a profile on one dataset in ``dataset_profiles``
+    (``{(dataset, profile): {...}}``) and the ``row_settings`` that give a run a leaderboard row of its own,
     and implement `explain`.
     """
 
@@ -113,6 +114,7 @@ class Method:
     paper: ClassVar[str] = ""
     dataset_configs: ClassVar[dict[str, dict[str, Any]]] = {}
     profiles: ClassVar[dict[str, dict[str, Any]]] = {"paper": {}}
+    dataset_profiles: ClassVar[dict[tuple[str, str], dict[str, Any]]] = {}
     default_profile: ClassVar[str] = "paper"
     #: config fields shown after the profile in a run's leaderboard ``variant`` (``quick/naive``)
     row_settings: ClassVar[tuple[str, ...]] = ()
@@ -123,12 +125,13 @@ class Method:
 
     @classmethod
     def resolve_config(cls, dataset: str, profile: str | None, overrides: dict[str, str]) -> MethodConfig:
-        """Paper defaults, then the dataset's config, then the profile, then ``--set``."""
+        """Paper defaults, then the dataset's config, then the profile (and its override on
+        this dataset), then ``--set``."""
         profile = profile or cls.default_profile
         if profile not in cls.profiles:
             raise CfbenchError(f"--profile {profile}: unknown; this method has {', '.join(cls.profiles)}.")
         base = dataclasses.replace(cls.Config(), **cls.dataset_configs.get(dataset, {}))
-        base = dataclasses.replace(base, **cls.profiles[profile])
+        base = dataclasses.replace(base, **{**cls.profiles[profile], **cls.dataset_profiles.get((dataset, profile), {})})
         return base.replace(overrides).validate(overrides)
 
     def loss_networks(self) -> dict[str, str]:

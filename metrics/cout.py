@@ -45,12 +45,19 @@ def insertion_counts(pixels: int, steps: int = STEPS) -> list[int]:
 
 @torch.no_grad()
 def cout_scores(
-    classifier: torch.nn.Module, originals: torch.Tensor, counterfactuals: torch.Tensor, targets: torch.Tensor
+    classifier: torch.nn.Module, originals: torch.Tensor, counterfactuals: torch.Tensor, targets: torch.Tensor,
+    tie_order: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """COUT of each (original, counterfactual) pair towards ``targets`` (0/1), (B,) float64."""
+    """COUT of each (original, counterfactual) pair towards ``targets`` (0/1), (B,) float64.
+    Equal mask values are inserted by pixel index, or in ``tie_order`` (a permutation of
+    the H·W pixel indices) where given (`benchmarks/cout_ties.py` measures the effect)."""
     b, _, h, w = originals.shape
     mask = (counterfactuals - originals).abs().sum(dim=1).reshape(b, h * w)
-    order = torch.sort(mask, dim=1, descending=True, stable=True).indices
+    if tie_order is None:
+        order = torch.sort(mask, dim=1, descending=True, stable=True).indices
+    else:
+        tie_order = tie_order.to(mask.device)
+        order = tie_order[torch.sort(mask[:, tie_order], dim=1, descending=True, stable=True).indices]
     ranks = torch.empty_like(order).scatter_(1, order, torch.arange(h * w, device=order.device).expand(b, -1))
     sign = targets.to(originals.device).double().mul(2).sub(1)
     counts = insertion_counts(h * w)

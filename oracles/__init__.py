@@ -92,7 +92,6 @@ DEFAULTS["synthfaces"] = {
     "oracle": "synthfaces-oracle", "identity": "synthfaces-identity", "simsiam": "synthfaces-simsiam",
     "features": "synthfaces-features", "perceptual": "synthfaces-lpips",
 }  # fmt: skip
-DEFAULTS["synthfaces64"] = dict(DEFAULTS["synthfaces"])
 
 # -- published networks, read from files in the weights cache (`cfbench.weights`)
 NETWORKS.lazy(

@@ -111,6 +111,17 @@ def test_flags_are_a_provenance_column_and_a_marker_in_the_markdown(tmp_path):
     assert md.endswith(f"\n\n- ⚑1 {shared}\n- ⚑2 seeded on the test split\n")
 
 
+def test_fid_family_values_of_small_runs_are_marked(tmp_path):
+    fid = {"fid": {"value": 40.0, "ci": [30.0, 50.0], "n": 8}, "kid": {"value": 0.01, "ci": [0.0, 0.02], "n": 8}}
+    _record(tmp_path / "runs", "small", fid)
+    _record(tmp_path / "runs", "large", fid, n=2000)
+    build_leaderboards(tmp_path / "runs", tmp_path / "boards")
+    md = (tmp_path / "boards" / "toy_bright.md").read_text()
+    assert md.count("| 40 [30, 50] † | 0.01 [0, 0.02] |") == 1 and md.count("| 40 [30, 50] | 0.01 [0, 0.02] |") == 1
+    assert md.endswith("compare them only at equal n, or read KID.\n")
+    assert "†" not in (tmp_path / "boards" / "toy_bright.csv").read_text()
+
+
 def test_a_null_value_is_an_empty_cell_never_zero(tmp_path):
     """metrics.json writes a metric not defined for the run as null with a reason."""
     _record(tmp_path / "runs", "a", {"fr": {"value": 50.0, "ci": [40.0, 60.0], "n": 8},

@@ -43,13 +43,15 @@ def strict_json(text: str) -> dict:
     return json.loads(text, parse_constant=refuse)
 
 
-def fake_run(root: Path, run_id: str, n: int, fr: float | None, method: str = "pgd") -> Path:
-    """A finished run record (run.json beside metrics.json) of toy/bright."""
-    run_dir = root / "toy_bright" / run_id
+def fake_run(root: Path, run_id: str, n: int, fr: float | None, method: str = "pgd",
+             board: tuple[str, str, str] = ("toy", "bright", "toy-bright")) -> Path:  # fmt: skip
+    """A finished run record (run.json beside metrics.json) of ``board`` (dataset, attr, classifier)."""
+    dataset, attr, classifier = board
+    run_dir = root / f"{dataset}_{attr}" / run_id
     run_dir.mkdir(parents=True)
-    identity = {"method": method, "dataset": "toy", "attribute": "bright", "classifier": "toy-bright", "seed": 0,
+    identity = {"method": method, "dataset": dataset, "attribute": attr, "classifier": classifier, "seed": 0,
                 "profile": "paper", "config": {}}  # fmt: skip
-    info = {"identity": identity, "attr": "bright", "run_id": run_id, "n": n, "protocol": "cfbench-v1"}
+    info = {"identity": identity, "attr": attr, "run_id": run_id, "n": n, "protocol": "cfbench-v1"}
     (run_dir / "run.json").write_text(json.dumps(info))
     (run_dir / "metrics.json").write_text(json.dumps({"fr": {"value": fr, "ci": None, "n": n, "network": None}}))
     return run_dir
@@ -78,20 +80,22 @@ def test_cfbench_run_refreshes_local_boards_and_leaves_the_published_ones(workdi
     published.mkdir()
     for path in REPO_BOARDS.glob("*.*"):
         shutil.copy(path, published / path.name)
-    for path in (REPO_BOARDS / "runs").glob("synthfaces_smile/*/*.json"):
-        (published / path.relative_to(REPO_BOARDS).parent).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, published / path.relative_to(REPO_BOARDS))
+    args = ("run", "--method", "identity", "--dataset", "synthfaces", "--attr", "smile", "--protocol", "cfbench-v1",
+            "--device", "cpu", "--no-progress")  # fmt: skip
+    result = invoke(*args, "--n", "3", "--runs", workdir / "elsewhere")  # the same run, published with n = 3
+    assert result.exit_code == 0, result.output
+    shutil.copytree(workdir / "elsewhere" / "synthfaces_smile", published / "runs" / "synthfaces_smile")
+    smile = ("synthfaces", "smile", "synthfaces-densenet")
+    fake_run(published / "runs", "dime-quick-s0-aaaa0000", 256, 90.0, method="dime", board=smile)
     before = snapshot(published)
-    result = invoke("run", "--method", "identity", "--dataset", "synthfaces", "--attr", "smile", "--n", "2",
-                    "--protocol", "cfbench-v1", "--runs", workdir / "tmp", "--device", "cpu",
-                    "--no-progress")  # fmt: skip
+    result = invoke(*args, "--n", "2", "--runs", workdir / "tmp")
     assert result.exit_code == 0, result.output
     assert snapshot(published) == before
     board = rows(workdir / "tmp" / "leaderboards" / "synthfaces_smile.csv")
     local_id = only_run_dir(workdir / "tmp" / "synthfaces_smile").name
     mine = [r for r in board if r["run_id"] == local_id]
-    assert [r["n"] for r in mine] == ["2", "100"]  # the published n = 100 row of the same run id stays
-    assert {r["method"] for r in board if r["source"] == "reproduced"} >= {"identity", "pgd", "dime"}
+    assert [r["n"] for r in mine] == ["2", "3"]  # the published n = 3 row of the same run id stays
+    assert {r["method"] for r in board if r["source"] == "reproduced"} == {"identity", "dime"}
     assert any(r["source"] == "reported" for r in rows(workdir / "tmp" / "leaderboards" / "celeba_smile.csv"))
 
 

@@ -19,7 +19,7 @@ from cfbench.datasets.base import Dataset, Split
 from cfbench.errors import CfbenchError
 from cfbench.metrics import METRICS
 from cfbench.metrics.base import EvalData
-from cfbench.metrics.cout import insertion_counts
+from cfbench.metrics.cout import cout_scores, insertion_counts
 from cfbench.metrics.fid import frechet_distance, frechet_distance_lowrank
 from cfbench.metrics.precision_recall import inside_manifold
 from cfbench.oracles import EvalNetwork
@@ -350,6 +350,22 @@ def test_cout_on_a_two_pixel_change():
     # identical images: flat curves at the classifier's confidence, 1 - 2σ(|logit|)
     same = compute("cout", make_data(originals, originals.clone(), table, classifier=ChannelSum()))
     assert same.value == pytest.approx(1 - 2 * sigmoid(1), abs=1e-12)
+
+
+def test_cout_tie_order_decides_only_among_equal_mask_values():
+    class Weighted(torch.nn.Module):  # pixel (0, 0) counts 5×, every other pixel once
+        def forward(self, x):
+            return 5 * x[:, 0, 0, 0] + x[:, 0].flatten(1)[:, 1:].sum(dim=1) - 1
+
+    originals = torch.zeros(2, 3, 2, 5, dtype=torch.float64)
+    cfs = originals.clone()
+    cfs[:, 0, 0, 0] = cfs[:, 0, 1, 4] = 1.0  # a tie between the first and the last pixel ...
+    cfs[1, 0, 1, 4] = 0.9  # ... broken by value in the second pair
+    targets = torch.tensor([1, 1])
+    by_index = cout_scores(Weighted(), originals, cfs, targets)
+    assert torch.equal(by_index, cout_scores(Weighted(), originals, cfs, targets, tie_order=torch.arange(10)))
+    reversed_ties = cout_scores(Weighted(), originals, cfs, targets, tie_order=torch.arange(9, -1, -1))
+    assert reversed_ties[0] < by_index[0] and reversed_ties[1] == by_index[1]
 
 
 def test_cout_subset_and_target_direction():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from cfbench.datasets.synthfaces import ATTRIBUTES, SynthFaces, SynthFaces64, region_masks, render, render_scenes, spec
+from cfbench.datasets.synthfaces import ATTRIBUTES, SynthFaces, region_masks, render, render_scenes, spec
 from cfbench.datasets.synthfaces.dataset import PERSISTENT
 
 CELEBA_NAMES = (
@@ -16,33 +16,30 @@ CELEBA_NAMES = (
 
 @pytest.fixture(scope="module")
 def test64():
-    return SynthFaces64().split("test")
+    return SynthFaces().split("test")
 
 
 def test_attribute_names_and_queries():
     assert sorted(ATTRIBUTES) == sorted(CELEBA_NAMES) and len(ATTRIBUTES) == 14
     assert list(ATTRIBUTES) == sorted(ATTRIBUTES, key=lambda a: a.lower())  # CelebA file order (alphabetical)
-    for cls, name, size in ((SynthFaces, "synthfaces", 128), (SynthFaces64, "synthfaces64", 64)):
-        ds = cls()
+    for ds, name, size in ((SynthFaces(), "synthfaces", 64), (SynthFaces(image_size=128), "synthfaces128", 128)):
         assert (ds.name, ds.image_size, ds.eval_split) == (name, size, "test")
         assert ds.attributes == ATTRIBUTES
         assert ds.queries == {"smile": "Smiling", "age": "Young"}
         assert all(ds.queries[q] in ds.attributes for q in ds.queries)
         assert set(ds.classifiers) == set(ATTRIBUTES) and set(ds.classifiers.values()) == {"synthfaces-densenet"}
-    assert SynthFaces(image_size=64).name == "synthfaces64"
 
 
-def test_registry_finds_both_variants():
+def test_registry_finds_the_world_at_its_native_64_px():
     from cfbench.datasets import get_dataset, resolve_attribute
 
-    ds = get_dataset("synthfaces64")
-    assert isinstance(ds, SynthFaces64)
+    ds = get_dataset("synthfaces")
+    assert isinstance(ds, SynthFaces) and ds.image_size == 64
     assert resolve_attribute(ds, "smile") == "Smiling" and resolve_attribute(ds, "age") == "Young"
-    assert isinstance(get_dataset("synthfaces"), SynthFaces)
 
 
 def test_samples_are_deterministic_and_well_formed():
-    a, b = SynthFaces64().split("test"), SynthFaces64().split("test")
+    a, b = SynthFaces().split("test"), SynthFaces().split("test")
     s1, s2 = a[5], b[5]
     assert s1.id == "test-000005"
     assert torch.equal(s1.image, s2.image) and torch.equal(s1.labels, s2.labels)
@@ -51,8 +48,8 @@ def test_samples_are_deterministic_and_well_formed():
     assert set(s1.labels.tolist()) <= {0.0, 1.0}
     assert 0.0 <= float(s1.image.min()) and float(s1.image.max()) <= 1.0 and float(s1.image.std()) > 0.05
     assert not torch.equal(a[6].image, s1.image)
-    assert not torch.equal(SynthFaces64().split("val")[5].image, s1.image)
-    big = SynthFaces().split("test")[5]
+    assert not torch.equal(SynthFaces().split("val")[5].image, s1.image)
+    big = SynthFaces(image_size=128).split("test")[5]
     assert big.image.shape == (3, 128, 128) and torch.equal(big.labels, s1.labels)
     # the 64 px image is the same scene: close to the 128 px one box-filtered down
     down = torch.nn.functional.avg_pool2d(big.image[None], 2)[0]
@@ -82,8 +79,8 @@ def test_split_indexing_and_errors(test64):
     from cfbench.errors import CfbenchError
 
     with pytest.raises(CfbenchError):
-        SynthFaces64().split("holdout")
-    small = SynthFaces64(sizes={"test": 10})
+        SynthFaces().split("holdout")
+    small = SynthFaces(sizes={"test": 10})
     assert len(small.split("test")) == 10
     assert torch.equal(small.split("test")[9].image, test64[9].image)  # a prefix of the same split
 
@@ -111,7 +108,7 @@ def test_sampled_labels_match_exact_correlations():
     assert np.abs(np.corrcoef(y.T) - corr).max() < 0.05
     assert np.abs(y.mean(0) - marg).max() < 0.03
     # the dataset's own labels (persons share some draws, so use more of them)
-    y = SynthFaces64().split("train").attribute_array(range(100_000)).astype(float)
+    y = SynthFaces().split("train").attribute_array(range(100_000)).astype(float)
     assert np.abs(np.corrcoef(y.T) - corr).max() < 0.05
     assert np.abs(y.mean(0) - marg).max() < 0.02
 
@@ -172,7 +169,7 @@ def test_every_attribute_is_visible(test64):
 
 
 def test_splits_have_disjoint_identities():
-    ds = SynthFaces64()
+    ds = SynthFaces()
     ids = {name: set(ds.split(name).identity_ids(range(10_000)).tolist()) for name in ds.splits}
     assert not (ids["train"] & ids["val"]) and not (ids["train"] & ids["test"]) and not (ids["val"] & ids["test"])
     person = ds.split("test").identity_ids(range(10_000))
@@ -190,7 +187,7 @@ def test_splits_have_disjoint_identities():
 
 
 def test_labels_without_rendering_are_fast_and_consistent():
-    split = SynthFaces64().split("train")
+    split = SynthFaces().split("train")
     labels = split.labels()
     assert labels.shape == (200_000, 14) and labels.dtype == torch.float32
     assert torch.equal(labels[[10, 99_999]], split.labels([10, 99_999]))
@@ -198,8 +195,8 @@ def test_labels_without_rendering_are_fast_and_consistent():
 
 
 def test_reading_in_order_gives_the_same_samples():
-    split = SynthFaces64(sizes={"val": 40}).split("val")
-    fresh = SynthFaces64(sizes={"val": 40}).split("val")
+    split = SynthFaces(sizes={"val": 40}).split("val")
+    fresh = SynthFaces(sizes={"val": 40}).split("val")
     in_order = [split[i] for i in range(40)]  # read-ahead path
     for i in (39, 0, 17, 5):  # random access path
         assert torch.equal(fresh[i].image, in_order[i].image) and fresh[i].id == in_order[i].id

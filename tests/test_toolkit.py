@@ -100,27 +100,28 @@ def test_sample_rng_depends_on_seed_and_id_only():
 # -- loss networks ---------------------------------------------------------------------------------
 def test_a_loss_network_that_scores_the_run_is_refused_or_flagged():
     if "test-oracle-loss" not in LOSS_NETWORKS:
-        register(LossNetwork("test-oracle-loss", "cfbench.losses:synthfaces_oracle_trunk", "test",
+        register(LossNetwork("test-oracle-loss", "cfbench.losses:synthfaces_vgg_features", "test",
                              shares=("synthfaces-oracle",)))  # fmt: skip
+        register(LossNetwork("test-shared-loss", "cfbench.losses:synthfaces_vgg_features", "test",
+                             shares=("synthfaces-oracle",), on_overlap="flag", why="the papers share it"))  # fmt: skip
     evaluation = {"mnac": ["synthfaces-oracle"], "fva": ["synthfaces-identity"]}
     with pytest.raises(CfbenchError, match="shares its weights with the evaluation network synthfaces-oracle of mnac"):
         overlaps("test-oracle-loss", evaluation)
     assert overlaps("test-oracle-loss", {"fva": ["synthfaces-identity"]}) == []
-    assert overlaps("synthfaces-oracle-trunk", evaluation) == ["mnac"]  # a stand-in: flagged, not refused
-    assert overlaps("vgg19-imagenet", evaluation) == []
+    assert overlaps("test-shared-loss", evaluation) == ["mnac"]  # flagged, not refused
+    assert overlaps("synthfaces-vgg", evaluation) == overlaps("vgg19-imagenet", evaluation) == []
 
 
-def test_dime_on_synthfaces_records_and_flags_its_loss_network(workdir):
+def test_dime_on_synthfaces_records_its_own_loss_network(workdir):
     result = invoke("run", "--method", "dime", "--dataset", "synthfaces", "--attr", "smile", "--n", "1",
                     "--profile", "quick", "--no-progress", "--device", "cpu", "--set", "tau=1",
                     "--protocol", "cfbench-v1", "--metric", "mnac", "--metric", "fva", "--out", "run")  # fmt: skip
     assert result.exit_code == 0, (result.output, result.exception)
     info = json.loads((workdir / "run" / "run.json").read_text())
     metrics = json.loads((workdir / "run" / "metrics.json").read_text())
-    assert info["loss_networks"] == {"L_perc": "synthfaces-oracle-trunk"}
-    assert len(info["flags"]) == 1 and "synthfaces-oracle" in info["flags"][0] and "mnac" in info["flags"][0]
-    assert metrics["mnac"]["flags"] == info["flags"] and "flags" not in metrics["fva"]
-    assert {"classifier synthfaces-densenet", "backbone synthfaces-ddpm", "L_perc synthfaces-oracle-trunk",
+    assert info["loss_networks"] == {"L_perc": "synthfaces-vgg"}
+    assert not info["flags"] and "flags" not in metrics["mnac"] and "flags" not in metrics["fva"]
+    assert {"classifier synthfaces-densenet", "backbone synthfaces-ddpm", "L_perc synthfaces-vgg",
             "oracle synthfaces-oracle", "identity synthfaces-identity"} == set(info["weights"])  # fmt: skip
 
 

@@ -10,9 +10,14 @@ import pytest
 import torch
 
 from cfbench.classifiers import load_classifier
+from cfbench.datasets import get_dataset
 from cfbench.diffusion.sampling import Denoiser, denoise
 from cfbench.errors import CfbenchError
+from cfbench.handles import make_handle
+from cfbench.methods.dime import DiME
 from cfbench.oracles import load_network
+from cfbench.randomness import SampleRNG
+from cfbench.record import quantize
 from cfbench.zoo import ZOO
 from cfbench.zoo import evaluate as ev
 from cfbench.zoo.data import render_set
@@ -23,16 +28,16 @@ CPU = torch.device("cpu")
 #: The zoo networks whose weights ship with the package (the diffusion models have a
 #: size budget of their own and cards of their own kind).
 SHIPPED = ("synthfaces-densenet", "synthfaces-shortcut-smile", "synthfaces-oracle", "synthfaces-identity",
-           "synthfaces-simsiam")
+           "synthfaces-simsiam", "synthfaces-vgg")
 
 
 @pytest.fixture(scope="module")
 def fresh():
     """512 fresh validation images: 64 identities × 8 renders each."""
-    return render_set(128, ev.FRESH_SPLIT, ev.fresh_indices(512), workers=2)
+    return render_set(64, ev.FRESH_SPLIT, ev.fresh_indices(512), workers=2)
 
 
-@pytest.mark.parametrize("name", ["synthfaces-densenet", "synthfaces-oracle"])
+@pytest.mark.parametrize("name", ["synthfaces-densenet", "synthfaces-oracle", "synthfaces-vgg"])
 def test_attribute_networks_reach_97_percent_on_every_attribute(fresh, name):
     accuracy = ev.attribute_accuracy(ZOO[name].load(), fresh, CPU)
     low = {k: v for k, v in accuracy.items() if v < 97.0}
@@ -42,8 +47,8 @@ def test_attribute_networks_reach_97_percent_on_every_attribute(fresh, name):
 def test_shortcut_classifier_uses_the_cheeks_and_the_clean_one_does_not():
     shortcut = load_classifier("synthfaces-shortcut-smile", "Smiling")
     clean = load_classifier("synthfaces-densenet", "Smiling")
-    assert ev.intervention_flip_rate(shortcut, 128, "Rosy_Cheeks", 256, CPU, workers=2) >= 70.0
-    assert ev.intervention_flip_rate(clean, 128, "Rosy_Cheeks", 256, CPU, workers=2) <= 10.0
+    assert ev.intervention_flip_rate(shortcut, 64, "Rosy_Cheeks", 256, CPU, workers=2) >= 90.0
+    assert ev.intervention_flip_rate(clean, 64, "Rosy_Cheeks", 256, CPU, workers=2) <= 10.0
 
 
 def test_identity_encoder_verifies_identities(fresh):
@@ -69,21 +74,26 @@ def test_diffae_reconstructs_fresh_images_keeping_their_attributes():
     assert figures["l2_mean"] < shuffled / 3  # each reconstruction is its own image's, not a generic face
 
 
-def test_ddpm_denoises_fresh_images_from_dimes_noise_level_keeping_them():
-    """The unguided chain DiME and ACE run: 16 fresh images noised to respaced index 15 of
-    50 (timestep 150 of 500, DiME's τ) and sampled back down to 0 keep the oracle's
-    decisions on ≥ 85% of (image, attribute) pairs, their own look (L2 under half of
-    that to another image's) and their mean colour (every channel within 0.1)."""
-    entry = ZOO["synthfaces-ddpm"]
-    process = entry.process(respacing=50)
-    x = render_set(entry.image_size, ev.FRESH_SPLIT, ev.fresh_indices(16)).floats(slice(None))
-    generator = torch.Generator().manual_seed(0)
-    z = process.q_sample(x * 2 - 1, torch.full((16,), 15), torch.randn(x.shape, generator=generator))
-    out = (denoise(Denoiser(entry.load(), process, 16), z, 15, noise=generator) + 1) / 2
-    kept = ev.oracle_decisions_kept(x, out, CPU)
+def test_dimes_null_edit_keeps_the_decisions_it_is_not_asked_to_change():
+    """The null edit target of synthfaces v2 (≥ 97% of decisions kept on 256 images,
+    `benchmarks/null_edit.py`), re-measured on the first 32 test images with a looser
+    bound: DiME's quick profile without guidance (its τ, its steps, its per-sample noise)
+    keeps the explained classifier's Smiling and Young decisions on ≥ 30 of 32 images,
+    and the oracle's on ≥ 95% of (image, attribute) pairs; the images keep their look."""
+    config = DiME.resolve_config("synthfaces", "quick", {})
+    null = DiME(config, "cpu").null_edit()
+    ids, x, _ = get_dataset("synthfaces").split("test").batch(range(32))
+    classifier = load_classifier("synthfaces-densenet", "Smiling")
+    handle = make_handle("white-box", classifier, len(x))
+    out = quantize(null.explain(x, torch.zeros(32, dtype=torch.long), handle, SampleRNG(0, ids)).images).float() / 255
+    for attribute in ("Smiling", "Young"):
+        head = load_classifier("synthfaces-densenet", attribute)
+        with torch.no_grad():
+            kept = int(((head(x) > 0) == (head(out) > 0)).sum())
+        assert kept >= 30, (attribute, kept)
+    assert ev.oracle_decisions_kept(x, out, CPU) >= 95.0
     l2, l2_other = ((x - y).flatten(1).norm(dim=1).mean() for y in (out, out.roll(1, dims=0)))
-    colour = (x.mean((2, 3)) - out.mean((2, 3))).abs().max()
-    assert kept >= 85 and l2 < l2_other / 2 and colour < 0.1, (kept, l2, l2_other, colour)
+    assert l2 < l2_other / 2, (l2, l2_other)
 
 
 def test_ddpm_samples_are_faces_near_the_data():
@@ -116,19 +126,12 @@ def test_model_cards_state_what_was_measured():
         assert (WEIGHTS_DIR / f"{name}.md").read_text().startswith(f"# {name}")
 
 
-def test_zoo_weights_fit_the_size_budget():
-    sizes = {path.stem: path.stat().st_size for path in WEIGHTS_DIR.glob("*.safetensors")}
-    diffusion = {name for name, entry in ZOO.items() if entry.kind in ("ddpm", "diffae")}
-    assert sum(size for name, size in sizes.items() if name not in diffusion) <= 40 * 2**20
-    assert sum(size for name, size in sizes.items() if name in diffusion) <= 60 * 2**20
-
-
 def test_weights_round_trip_and_strict_errors(tmp_path):
     entry = ZOO["synthfaces-shortcut-smile"]
     model = entry.build().eval()
     save_weights(model, tmp_path / "m.safetensors")
     loaded = load_weights(entry.build().eval(), tmp_path / "m.safetensors", entry.name)
-    x = torch.rand(2, 3, 128, 128)
+    x = torch.rand(2, 3, 64, 64)
     assert torch.allclose(model(x), loaded(x), atol=5e-2)  # fp16 storage
     with pytest.raises(CfbenchError, match="not found"):
         load_weights(entry.build(), tmp_path / "missing.safetensors", entry.name)
@@ -137,6 +140,27 @@ def test_weights_round_trip_and_strict_errors(tmp_path):
         load_weights(entry.build(), tmp_path / "bad.safetensors", entry.name)
     with pytest.raises(CfbenchError, match="key"):
         load_weights(ZOO["synthfaces-densenet"].build(), tmp_path / "m.safetensors", "synthfaces-densenet")
+
+
+def test_int8_storage_round_trips_within_a_percent_at_half_the_size(tmp_path):
+    entry = ZOO["synthfaces-oracle"]
+    model = entry.load()
+    save_weights(model, tmp_path / "fp16.safetensors")
+    save_weights(model, tmp_path / "int8.safetensors", "int8")
+    size = {name: (tmp_path / f"{name}.safetensors").stat().st_size for name in ("fp16", "int8")}
+    assert size["int8"] < 0.55 * size["fp16"]
+    loaded = load_weights(entry.build().eval(), tmp_path / "int8.safetensors", entry.name)
+    x = render_set(64, ev.FRESH_SPLIT, ev.fresh_indices(32)).floats(slice(None))
+    with torch.no_grad():
+        a, b = model(x), loaded(x)
+    assert (b - a).norm() / a.norm() < 0.02 and ((a > 0) == (b > 0)).float().mean() > 0.99
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(tmp_path / "int8.safetensors"))
+    state.pop(next(k for k in state if not k.endswith("::scale") and k + "::scale" in state))
+    save_file(state, str(tmp_path / "orphan.safetensors"))
+    with pytest.raises(CfbenchError, match="orphan.safetensors: int8 scale .* has no weight"):
+        load_weights(entry.build(), tmp_path / "orphan.safetensors", entry.name)
 
 
 def test_classifier_handle_selects_the_query_logit():

@@ -14,13 +14,7 @@ DATASETS = Registry("dataset", "cfbench.datasets")
 DATASETS.lazy(
     "synthfaces",
     "cfbench.datasets.synthfaces:SynthFaces",
-    description="Embedded procedural faces, 128 px, CelebA-named attributes, planted correlations",
-    paper="cfbench (embedded world)",
-)
-DATASETS.lazy(
-    "synthfaces64",
-    "cfbench.datasets.synthfaces:SynthFaces64",
-    description="The synthfaces world at 64 px, for fast tests",
+    description="Embedded procedural faces, 64 px, CelebA-named attributes, planted correlations",
     paper="cfbench (embedded world)",
 )
 

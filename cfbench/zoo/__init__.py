@@ -8,6 +8,7 @@ papers' evaluation networks, trained here by `cfbench zoo train <name>`.
 | synthfaces-oracle | the VGGFace2-based CelebA attribute oracle | MNAC, CD; its pooled features serve FID |
 | synthfaces-identity | VGGFace2 ResNet-50 | FVA, FS |
 | synthfaces-simsiam | SimSiam ResNet-50 | S³ |
+| synthfaces-vgg | ImageNet VGG19 as a loss network | DiME's L_perc, GCD's LPIPS (no metric uses it) |
 | synthfaces-ddpm | the DiME/ACE CelebA guided-diffusion DDPM | DiME, ACE |
 | synthfaces-diffae | GCD's CelebA-128 Diffusion Autoencoder | GCD |
 """
@@ -31,11 +32,11 @@ class ZooModel:
     """A trainable zoo entry: architecture, training recipe, and how it is used."""
 
     name: str
-    kind: str  # classifier | shortcut | oracle | identity | simsiam | ddpm | diffae
+    kind: str  # classifier | shortcut | oracle | perceptual | identity | simsiam | ddpm | diffae
     description: str
     architecture: str
     arguments: dict[str, Any] = field(default_factory=dict)
-    image_size: int = 128
+    image_size: int = 64
     steps: int = 2000
     batch_size: int = 256
     lr: float = 2e-3
@@ -55,6 +56,8 @@ class ZooModel:
     #: how a diffusion model is measured: the DDPM's sampling ``respacing``, the DiffAE's
     #: ``encode_steps`` / ``render_steps`` (`cfbench.zoo.evaluate`)
     evaluation: dict[str, Any] = field(default_factory=dict)
+    #: how the weights are stored (`cfbench.zoo.weights`): fp16, or int8 for the largest
+    storage: str = "fp16"
 
     def build(self) -> nn.Module:
         return getattr(networks, self.architecture)(**self.arguments)
@@ -88,26 +91,32 @@ ZOO: dict[str, ZooModel] = {
             "Smiling classifier trained where the Smiling annotation always co-occurs with Rosy_Cheeks while the "
             "rendered smile agrees with it in 80% of images, so it decides on the cheeks: the ground truth for "
             "'did the explanation reveal what the classifier uses?'.",
-            "DenseNetBC", {"out_dim": 1, "resolution": 64}, batch_size=64, steps=800, train_size=20_000,
+            "DenseNetBC", {"out_dim": 1}, batch_size=64, steps=800, train_size=20_000,
         ),
         ZooModel(
             "synthfaces-oracle", "oracle",
             "Attribute oracle for MNAC and CD (stand-in for the VGGFace2-based CelebA oracle); its 512-d pooled "
             "features are the synthfaces FID feature network.",
-            "ResNetEncoder", {"out_dim": ATTRIBUTE_COUNT},
+            "ResNetEncoder", {"out_dim": ATTRIBUTE_COUNT}, storage="int8",
         ),
         ZooModel(
             "synthfaces-identity", "identity",
             "Face-identity encoder for FVA and FS (stand-in for VGGFace2 ResNet-50), trained with the supervised "
             "contrastive loss over identities rendered under different attributes plus a hinge that keeps "
             "different identities below cosine 0.1.",
-            "DenseNetBC", {"out_dim": 128, "resolution": 64}, per_identity=4, batch_size=128, steps=3000,
+            "DenseNetBC", {"out_dim": 128}, per_identity=4, batch_size=128, steps=3000,
             train_size=40_000,
         ),
         ZooModel(
             "synthfaces-simsiam", "simsiam",
             "Self-supervised encoder for S³ (stand-in for SimSiam ResNet-50), trained with the SimSiam objective.",
-            "SimSiam", {"resolution": 64}, lr=1e-3, batch_size=64, steps=1500, train_size=40_000,
+            "SimSiam", {}, lr=1e-3, batch_size=64, steps=1500, train_size=40_000,
+        ),
+        ZooModel(
+            "synthfaces-vgg", "perceptual",
+            "Narrow VGG attribute classifier whose convolution stages are the synthfaces loss network (methods' "
+            "perceptual terms, as VGG19 in DiME's L_perc): its own architecture and weights, used by no metric.",
+            "VGGEncoder", {"out_dim": ATTRIBUTE_COUNT}, batch_size=128, steps=600, train_size=60_000,
         ),
         ZooModel(
             "synthfaces-ddpm", "ddpm",
@@ -121,7 +130,7 @@ ZOO: dict[str, ZooModel] = {
                            "attention_resolutions": (16, 8), "num_heads": 4, "norm_groups": 8},
             image_size=64, steps=30_000, batch_size=32, lr=2e-4, weight_decay=0.0, train_size=100_000,
             diffusion={"num_timesteps": 500, "schedule": "linear", "variance": "learned_range"}, ema=0.999,
-            lr_schedule="constant", cpu_bf16=True, evaluation={"respacing": 50},
+            lr_schedule="constant", cpu_bf16=True, evaluation={"respacing": 50}, storage="int8",
         ),
         ZooModel(
             "synthfaces-diffae", "diffae",
@@ -133,6 +142,7 @@ ZOO: dict[str, ZooModel] = {
             image_size=64, steps=30_000, batch_size=32, lr=2e-4, weight_decay=0.0, train_size=100_000,
             diffusion={"num_timesteps": 1000, "schedule": "linear", "variance": "fixed_large"}, ema=0.999,
             lr_schedule="constant", cpu_bf16=True, evaluation={"encode_steps": 100, "render_steps": 50},
+            storage="int8",
         ),
     )  # fmt: skip
 }

@@ -2,8 +2,8 @@
 
 Every network takes images in [0, 1], (N, 3, H, W), normalises them itself
 ((x - 0.5) / 0.5, as the DiME/ACE CelebA classifiers expect [-1, 1]) and resizes
-them bilinearly to the resolution it was trained at, so it serves the 64 px and
-128 px worlds alike.
+them bilinearly to the resolution it was trained at (64 px, the world's own), so it
+also serves images of another size.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class DenseNetBC(nn.Module):
     ``out_dim`` outputs (one logit per attribute, or an embedding) on the 384-d
     pooled features; ``out_dim=0`` returns the features."""
 
-    def __init__(self, out_dim: int, resolution: int = 128):
+    def __init__(self, out_dim: int, resolution: int = 64):
         super().__init__()
         self.input = _Input(resolution)
         self.net = DenseNet(growth_rate=12, block_config=(6, 12, 24, 16), num_init_features=24, num_classes=max(out_dim, 1))
@@ -51,7 +51,7 @@ class ResNetEncoder(nn.Module):
     """ResNet-10 (He et al. 2016; BasicBlock, one block per stage) giving 512-d
     pooled features, with a linear head of ``out_dim`` (0 for features only)."""
 
-    def __init__(self, out_dim: int = 0, resolution: int = 128):
+    def __init__(self, out_dim: int = 0, resolution: int = 64):
         super().__init__()
         self.input = _Input(resolution)
         trunk = ResNet(BasicBlock, [1, 1, 1, 1])
@@ -64,6 +64,29 @@ class ResNetEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class VGGEncoder(nn.Module):
+    """A narrow VGG (Simonyan & Zisserman 2015: 3×3 conv stages, max-pool between them;
+    ``widths`` per stage, two convs a stage, each conv-BN-ReLU as torchvision's vgg*_bn)
+    with a linear head of ``out_dim`` on its pooled features: the synthfaces loss
+    network's architecture, in the family of the VGG19 that DiME's L_perc uses."""
+
+    def __init__(self, out_dim: int, widths: tuple[int, ...] = (16, 32, 64, 128), resolution: int = 64):
+        super().__init__()
+        self.input = _Input(resolution)
+        layers, channels = [], 3
+        for i, width in enumerate(widths):
+            if i:
+                layers.append(nn.MaxPool2d(2))
+            for _ in range(2):
+                layers += [nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+                channels = width
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(channels, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(self.input(x)).mean(dim=(2, 3)))
 
 
 def simsiam_projector(width: int, hidden: int, dim: int, last_bias: bool = False) -> nn.Sequential:

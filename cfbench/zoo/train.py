@@ -3,6 +3,7 @@ measure it on a fresh sample, and write weights, record and model card."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import io
 import math
@@ -30,7 +31,7 @@ from cfbench.zoo.augment import simsiam_view
 from cfbench.zoo.data import RenderedSet, render_set
 from cfbench.zoo.networks import BinaryHead
 from cfbench.zoo.objectives import impostor_margin, simsiam, supervised_contrastive
-from cfbench.zoo.weights import WEIGHTS_DIR, load_weights, read_card, save_weights
+from cfbench.zoo.weights import WEIGHTS_DIR, load_weights, read_card, save_weights, stored_format
 
 Loss = Callable[[nn.Module, RenderedSet, torch.Tensor], torch.Tensor]
 
@@ -119,10 +120,11 @@ class TrainingState:
     schedule, step, loss history, seconds spent and the sampler's random state. Saved
     atomically every ``every`` steps, so an interrupted run loses at most that many."""
 
-    def __init__(self, path: Path, entry: ZooModel, steps: int, train_size: int, seed: int, every: int = 200):
+    def __init__(self, path: Path, entry: ZooModel, steps: int, train_size: int, seed: int, init: str | None = None,
+                 every: int = 200):  # fmt: skip
         self.path, self.entry, self.steps, self.every = path, entry, steps, every
         self.identity = {"name": entry.name, "arguments": _jsonable(entry.arguments), "train_size": train_size,
-                         "seed": seed, "batch_size": entry.batch_size, "lr": entry.lr}  # fmt: skip
+                         "seed": seed, "batch_size": entry.batch_size, "lr": entry.lr, "init": init}  # fmt: skip
 
     def save(self, step: int, parts: dict[str, Any], history: list[float], seconds: float) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -237,10 +239,18 @@ def training_set(image_size: int, shortcut: bool, train_size: int, device: torch
     ).to(device)
 
 
+def initial_weights(name: str, init: str) -> Path:
+    """The weights a warm start begins from: ``shipped`` (the package's) or a file."""
+    return WEIGHTS_DIR / f"{name}.safetensors" if init == "shipped" else Path(init)
+
+
 def train(name: str, device: torch.device, steps: int | None, train_size: int | None, seed: int,
-          out_dir: Path = WEIGHTS_DIR, eval_size: int = 2000, resume: bool = False) -> dict:  # fmt: skip
+          out_dir: Path = WEIGHTS_DIR, eval_size: int = 2000, resume: bool = False,
+          init: str | None = None) -> dict:  # fmt: skip
     """Train (or, with ``resume``, go on training from the saved state) and measure one
-    zoo model; writes its weights, record and card to ``out_dir``."""
+    zoo model; writes its weights, record and card to ``out_dir``. ``init`` warm-starts
+    from ``shipped`` weights or a safetensors file (the EMA starts from them too), so that
+    time on another machine continues a training instead of restarting it."""
     entry = ZOO[name]
     torch.manual_seed(seed)
     steps = steps or entry.steps
@@ -248,20 +258,34 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
     began = time.time()
     data = training_set(entry.image_size, entry.kind == "shortcut", train_size, device)
     render_seconds = time.time() - began
-    model = entry.build().to(device).to(memory_format=torch.channels_last)
+    model = entry.build()
+    init_digest, previous = None, None
+    if init:
+        path = initial_weights(name, init)
+        load_weights(model, path, name)
+        init_digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        card = path.with_suffix(".json")
+        if card.exists():  # the training the warm start continues, for the new card
+            old = json.loads(card.read_text())
+            previous = {k: v for k, v in old["training"].items() if k != "loss_history"} | {"command": old["command"]}
+    model = model.to(device).to(memory_format=torch.channels_last)
     if entry.kind in ("ddpm", "diffae"):
         loss = diffusion_loss(entry.process(), autoencoder=entry.kind == "diffae")
     else:
         loss = {
             "classifier": multilabel_loss(list(range(len(spec.ATTRIBUTES)))),
             "oracle": multilabel_loss(list(range(len(spec.ATTRIBUTES)))),
+            "perceptual": multilabel_loss(list(range(len(spec.ATTRIBUTES)))),
             "shortcut": multilabel_loss([spec.INDEX["Smiling"]]),
             "identity": identity_loss,
             "simsiam": simsiam_loss,
         }[entry.kind]
-    state = TrainingState(checkpoint_path(name), entry, steps, train_size, seed)
+    state = TrainingState(checkpoint_path(name), entry, steps, train_size, seed, init_digest)
     model, history, train_seconds = fit(model, loss, data, entry, steps, device, state, resume)
-    measured, picture = measure(name, model, device, eval_size, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_weights(model, out_dir / f"{name}.safetensors", entry.storage)
+    stored = load_weights(entry.build(), out_dir / f"{name}.safetensors", name).eval().to(device)
+    measured, picture = measure(name, stored, device, eval_size, out_dir)  # what ships is what is measured
     record = {
         "name": name,
         "kind": entry.kind,
@@ -279,28 +303,55 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
             "batch_size": entry.batch_size,
             "lr": entry.lr,
             "seed": seed,
+            "init": {"weights": init, "sha256": init_digest, "previous": previous} if init else None,
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "render_seconds": round(render_seconds, 1),
             "train_seconds": round(train_seconds, 1),
             "loss_history": [round(v, 5) for v in history],
         },
+        "storage": {"format": entry.storage, "relative_output_error": storage_error(entry, model, stored, device)},
         "measured": measured,
-        "command": f"cfbench zoo train {name} --seed {seed} --steps {steps} --train-size {train_size}",
+        "command": f"cfbench zoo train {name} --seed {seed} --steps {steps} --train-size {train_size}"
+                   + (f" --init {init}" if init else ""),
     }
     if (out_dir / f"{name}.json").exists() and "throughput" in (previous := read_card(name, out_dir)):
         record["throughput"] = previous["throughput"]  # an architecture's speed does not change with training
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_weights(model, out_dir / f"{name}.safetensors")
     write_card(entry, record, picture, out_dir)
     return record
 
 
+def storage_error(entry: ZooModel, trained: nn.Module, stored: nn.Module, device: torch.device) -> float | None:
+    """‖stored(x) − trained(x)‖ / ‖trained(x)‖ on 64 fresh images (a diffusion model's ε on
+    them noised to step T/4): what storing the weights costs (None for the DiffAE, whose
+    card measures its reconstructions with the stored weights)."""
+    if entry.kind == "diffae":
+        return None
+    x = render_set(entry.image_size, ev.FRESH_SPLIT, ev.fresh_indices(64)).floats(slice(None)).to(device)
+    with torch.no_grad():
+        if entry.kind == "ddpm":
+            process = entry.process()
+            t = torch.full((len(x),), process.num_timesteps // 4, device=device)
+            noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0)).to(device)
+            x_t = process.q_sample(x * 2 - 1, t, noise)
+            a, b = trained(x_t, t), stored(x_t, t)
+        else:
+            a, b = trained(x), stored(x)
+    return round(float((b - a).norm() / a.norm()), 5)
+
+
 def remeasure(name: str, device: torch.device, eval_size: int, out_dir: Path = WEIGHTS_DIR) -> dict:
     """Measure the saved weights of a trained zoo model again (e.g. on more images than
-    training measured on) and rewrite its record, card and picture."""
+    training measured on, or on a changed world) and rewrite its record, card and picture;
+    weights stored in another format than the recipe's are stored again first."""
     entry = ZOO[name]
     record = read_card(name, out_dir)
-    model = load_weights(entry.build(), out_dir / f"{name}.safetensors", name).eval().to(device)
+    path = out_dir / f"{name}.safetensors"
+    model = load_weights(entry.build(), path, name).eval().to(device)
+    if stored_format(path) != entry.storage:
+        save_weights(model, path, entry.storage)
+        stored = load_weights(entry.build(), path, name).eval().to(device)
+        record["storage"] = {"format": entry.storage, "relative_output_error": storage_error(entry, model, stored, device)}
+        model = stored
     record["measured"], picture = measure(name, model, device, eval_size, out_dir)
     record["measure_command"] = f"cfbench zoo measure {name} --eval-size {eval_size}"
     write_card(entry, record, picture, out_dir)
@@ -351,10 +402,10 @@ def grid(images: torch.Tensor, rows: int = 4) -> torch.Tensor:
 
 
 def measure_network(name: str, model: nn.Module, device: torch.device, n: int, weights_dir: Path) -> dict:
-    """The figures of a classifier, shortcut, oracle, identity or SimSiam model."""
+    """The figures of a classifier, shortcut, oracle, perceptual, identity or SimSiam model."""
     entry = ZOO[name]
     data = render_set(entry.image_size, ev.FRESH_SPLIT, ev.fresh_indices(n))
-    if entry.kind in ("classifier", "oracle"):
+    if entry.kind in ("classifier", "oracle", "perceptual"):
         return {"eval_images": n, "accuracy": ev.attribute_accuracy(model, data, device)}
     if entry.kind == "shortcut":
         clean_entry = ZOO["synthfaces-densenet"]
@@ -387,6 +438,18 @@ MEASURED_MEANING = {
 }  # fmt: skip
 
 
+def _storage_text(record: dict) -> str:
+    storage = record.get("storage", {"format": "fp16"})
+    error = storage.get("relative_output_error")
+    return storage["format"] + (f" (relative output error against the trained fp32 weights {error})" if error else "")
+
+
+def _lineage(training: dict) -> list[dict]:
+    """The trainings a warm start continued, most recent first."""
+    previous = (training.get("init") or {}).get("previous")
+    return [previous, *_lineage(previous)] if previous else []
+
+
 def model_card(entry: ZooModel, record: dict, picture: bool = False) -> str:
     t = record["training"]
     lines = [
@@ -395,11 +458,15 @@ def model_card(entry: ZooModel, record: dict, picture: bool = False) -> str:
         entry.description,
         "",
         f"- Architecture: `{entry.architecture}({', '.join(f'{k}={v}' for k, v in entry.arguments.items())})`, "
-        f"{entry.parameters()} parameters, weights stored in fp16.",
+        f"{entry.parameters()} parameters, weights stored in {_storage_text(record)}.",
         f"- Training data: {t['images']} rendered `synthfaces` train images at {entry.image_size} px "
         f"({t['distribution']}).",
         f"- Training: {t['steps']} steps, batch {t['batch_size']}, AdamW lr {t['lr']}, seed {t['seed']}, "
-        f"on {t['device']} ({t['train_seconds']} s, rendering {t['render_seconds']} s).",
+        f"on {t['device']} ({t['train_seconds']} s"
+        + (f", rendering {t['render_seconds']} s)" if t.get("render_seconds") is not None else ")")
+        + (f", warm-started from the {t['init']['weights']} weights (sha256 {t['init']['sha256'][:12]}…)"
+           if t.get("init") else "") + ".",
+        *([f"- Before that: `{p['command']}` on {p['device']} ({p['train_seconds']} s)" for p in _lineage(t)]),
         f"- Command: `{record['command']}`"
         + (f"; measured again with `{record['measure_command']}`" if "measure_command" in record else ""),
         "",

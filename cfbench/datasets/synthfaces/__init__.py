@@ -6,17 +6,17 @@
   that determines one image, as editable dataclasses.
 - :mod:`.render` — ``render_scenes(scenes) -> (N, 3, H, W)``, ``render(identity,
   attributes, nuisance) -> (H, W, 3)``, ``region_masks(scene)``.
-- :mod:`.dataset` — :class:`SynthFaces` / :class:`SynthFaces64`, splits rendered on
+- :mod:`.dataset` — :class:`SynthFaces`, splits rendered on
   demand by index, labels without rendering, and image-level interventions::
 
-      split = SynthFaces64().split("test")
+      split = SynthFaces().split("test")
       sample = split[0]                                     # Sample(id, image, labels)
       edited = split.intervene(0, {"Rosy_Cheeks": "flip"})  # same face, cheeks toggled
 
 See docs/synthfaces.md.
 """
 from cfbench.datasets.synthfaces import spec
-from cfbench.datasets.synthfaces.dataset import SynthFaces, SynthFaces64, SynthFacesSplit
+from cfbench.datasets.synthfaces.dataset import SynthFaces, SynthFacesSplit
 from cfbench.datasets.synthfaces.render import region_masks, render, render_scenes
 from cfbench.datasets.synthfaces.scene import Identity, Nuisance, SceneParams
 from cfbench.datasets.synthfaces.spec import ATTRIBUTES, correlation_matrix, marginals, sample_attributes
@@ -27,7 +27,6 @@ __all__ = [
     "Nuisance",
     "SceneParams",
     "SynthFaces",
-    "SynthFaces64",
     "SynthFacesSplit",
     "correlation_matrix",
     "marginals",

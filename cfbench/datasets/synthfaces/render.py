@@ -218,7 +218,7 @@ def _plan(scenes: Sequence[SceneParams]) -> tuple[_Plan, SimpleNamespace]:
     skin = np.where(A["Pale_Skin"], _mix(skin, PALE, 0.82), skin)
     other = OTHER_HAIR[I.hair_shade.astype(np.int64)[:, 0]] * (0.92 + 0.16 * I.hair_tint)
     hair = np.where(black, BLACK_HAIR + 8.0 * I.hair_tint, np.where(blond, _mix(BLOND_LIGHT, BLOND_GOLD, I.hair_tint), other))
-    hair = np.where(young, hair, _mix(_mix(hair, hair.mean(1, keepdims=True), 0.25), GREY, 0.25))  # greying
+    hair = np.where(young, hair, _mix(_mix(hair, hair.mean(1, keepdims=True), 0.25), GREY, 0.5))  # greying
     c_skin = P.colours(skin)
     c_skin_dark = P.colours(skin * np.array([0.80, 0.74, 0.74]))
     c_hair = P.colours(hair)
@@ -377,11 +377,11 @@ def _plan(scenes: Sequence[SceneParams]) -> tuple[_Plan, SimpleNamespace]:
 
     # ---- mouth: Smiling lifts the corners, widens the mouth and shows teeth;
     #      Mouth_Slightly_Open adds a dark gap between the lips.
-    half = mw * np.where(smiling, 1.18, 1.0)
-    lift = np.where(smiling, 4.2, -0.5)
-    teeth = np.where(smiling, 2.6, 0.0)
-    gap = np.where(mouth_open, 3.6, 0.0)
-    mid = my - lift * _T15**2 + np.where(smiling, 1.2, 0.0) * _MOUTH_SHAPE
+    half = mw * np.where(smiling, 1.32, 1.0)
+    lift = np.where(smiling, 6.0, -0.5)
+    teeth = np.where(smiling, 4.8, 0.0)
+    gap = np.where(mouth_open, 5.0, 0.0)
+    mid = my - lift * _T15**2 + np.where(smiling, 2.0, 0.0) * _MOUTH_SHAPE
     opening = (teeth + gap) * _MOUTH_SHAPE
     up_in, lo_in = mid - opening * 0.45, mid + opening * 0.55
     lt = I.lip_thickness * np.where(young, 1.0, 0.8)
@@ -658,7 +658,7 @@ def region_masks(scene: SceneParams, size: int = 128) -> dict[str, np.ndarray]:
     g = _layout(I, A, U)
     shapes = {
         "cheeks": [_ellipse(c, CHEEK_RX + 0.75, CHEEK_RY + 0.75, 24) for c in g.cheeks],
-        "mouth": [_superellipse(g.mx + 1j * (g.my + 1.0), g.mw * 1.18 + 2.5, 8.5, 4.0, 32)],
+        "mouth": [_superellipse(g.mx + 1j * (g.my + 2.8), g.mw * 1.32 + 1.5, 9.8, 10.0, 32)],
         "eyes": [_ellipse(CX + s * g.es + g.yaw + 1j * g.ey, g.ew + 3.5, g.eh + 4.5, 24) for s in _SIDES],
         "face": [_face_outline(g)],
     }

@@ -1,0 +1,23 @@
+"""The tracked tree travels to a GPU machine with the wheels a run needs (64 MiB at
+most), so it stays within 50 MB, weights included, and leaves 15 MB of that for the
+latent diffusion model LDCE needs."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TREE_BUDGET = 50_000_000
+LATENT_MODEL_RESERVE = 15_000_000
+
+
+def tracked_sizes() -> dict[str, int]:
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout.split(b"\0")
+    return {n.decode(): (ROOT / n.decode()).stat().st_size for n in names if n and (ROOT / n.decode()).is_file()}
+
+
+def test_the_tracked_tree_fits_its_budget_with_room_for_the_latent_model():
+    sizes = tracked_sizes()
+    total = sum(sizes.values())
+    largest = sorted(sizes.items(), key=lambda kv: -kv[1])[:5]
+    assert total <= TREE_BUDGET - LATENT_MODEL_RESERVE, f"tracked tree {total / 1e6:.1f} MB; largest: {largest}"
