@@ -38,6 +38,8 @@ vectors gives NaN.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
@@ -75,6 +77,14 @@ def frechet_distance_lowrank(features_1: np.ndarray, features_2: np.ndarray) -> 
     return float(diff @ diff + (x1**2).sum() + (x2**2).sum() - 2 * trace_sqrt)
 
 
+def jackknife_se(n: int, groups: int, replicate: Callable[[np.ndarray], float]) -> float:
+    """Delete-a-group jackknife standard error: ``n`` items assigned to ``groups`` seeded
+    groups (`JACKKNIFE_SEED`), ``replicate(keep)`` the statistic without one group."""
+    member = np.random.default_rng(JACKKNIFE_SEED).permutation(n) % groups
+    replicates = np.array([replicate(member != g) for g in range(groups)])
+    return float(np.sqrt((groups - 1) / groups * ((replicates - replicates.mean()) ** 2).sum()))
+
+
 def jackknife_ci(
     originals: np.ndarray, counterfactuals: np.ndarray, estimate: float, groups: int = JACKKNIFE_GROUPS
 ) -> tuple[float, float] | None:
@@ -83,9 +93,7 @@ def jackknife_ci(
     groups = min(groups, len(counterfactuals))
     if groups < 2 or len(counterfactuals) - len(counterfactuals) // groups < 3:
         return None
-    member = np.random.default_rng(JACKKNIFE_SEED).permutation(len(counterfactuals)) % groups
-    replicates = np.array([frechet_distance_lowrank(originals, counterfactuals[member != g]) for g in range(groups)])
-    se = float(np.sqrt((groups - 1) / groups * ((replicates - replicates.mean()) ** 2).sum()))
+    se = jackknife_se(len(counterfactuals), groups, lambda keep: frechet_distance_lowrank(originals, counterfactuals[keep]))
     return (max(0.0, estimate - 1.96 * se), estimate + 1.96 * se)  # a distance is never negative
 
 

@@ -19,7 +19,7 @@ from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metri
 
 from cfbench.metrics import METRICS
 from cfbench.metrics.base import EvalData, MetricResult
-from cfbench.metrics.fid import FEW_COUNTERFACTUALS, JACKKNIFE_GROUPS, JACKKNIFE_SEED, FeatureSetMetric
+from cfbench.metrics.fid import FEW_COUNTERFACTUALS, JACKKNIFE_GROUPS, FeatureSetMetric, jackknife_se
 
 SUBSETS = 100
 MAX_SUBSET = 1000
@@ -54,11 +54,7 @@ def jackknife_ci(originals: np.ndarray, counterfactuals: np.ndarray, estimate: f
     d = originals.shape[1]
     kernel = lambda a, b: (a @ b.T / d + 1.0) ** 3  # noqa: E731 - the cubic polynomial kernel
     kxx, kyy, kxy = kernel(originals, originals), kernel(counterfactuals, counterfactuals), kernel(originals, counterfactuals)
-    member = np.random.default_rng(JACKKNIFE_SEED).permutation(len(counterfactuals)) % groups
-    replicates = np.array([
-        mmd2_unbiased(kxx, kyy[np.ix_(keep, keep)], kxy[:, keep]) for keep in (member != g for g in range(groups))
-    ])  # fmt: skip
-    se = float(np.sqrt((groups - 1) / groups * ((replicates - replicates.mean()) ** 2).sum()))
+    se = jackknife_se(len(counterfactuals), groups, lambda keep: mmd2_unbiased(kxx, kyy[np.ix_(keep, keep)], kxy[:, keep]))
     return (estimate - 1.96 * se, estimate + 1.96 * se)
 
 
