@@ -20,7 +20,7 @@ from cfbench.handles import ClassifierHandle
 from cfbench.randomness import SampleRNG
 
 Access = Literal["white-box", "black-box"]
-COUNTERS = ("diffusion_evals", "classifier_queries", "classifier_gradients")
+COUNTERS = ("diffusion_evals", "diffusion_gradients", "classifier_queries", "classifier_gradients")
 
 
 def hparam(default: Any, section: str, help: str = "", *, choices: tuple[Any, ...] | None = None,
@@ -87,13 +87,15 @@ class Counterfactuals:
 
     ``images`` are in [0, 1] with the input's shape; ``success`` is the method's own
     view (the harness re-decides success on the saved image); optional ``masks``
-    (N, 1, H, W), ``attributions`` (N, 1, H, W) and ``directions`` (N, D);
+    (N, 1, H, W), ``pre_explanations`` (N, C, H, W: an intermediate image the method
+    refines, ACE's x′), ``attributions`` (N, 1, H, W) and ``directions`` (N, D);
     ``counters`` maps each name of `COUNTERS` to an (N,) integer tensor.
     """
 
     images: torch.Tensor
     success: torch.Tensor
     masks: torch.Tensor | None = None
+    pre_explanations: torch.Tensor | None = None
     attributions: torch.Tensor | None = None
     directions: torch.Tensor | None = None
     counters: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -124,9 +126,11 @@ class Method:
         self.device = torch.device(device)
 
     @classmethod
-    def resolve_config(cls, dataset: str, profile: str | None, overrides: dict[str, str]) -> MethodConfig:
+    def resolve_config(cls, dataset: str, profile: str | None, overrides: dict[str, str],
+                       query: str | None = None) -> MethodConfig:
         """Paper defaults, then the dataset's config, then the profile (and its override on
-        this dataset), then ``--set``."""
+        this dataset), then ``--set``; ``query`` (smile, age, …) is there for methods whose
+        paper settings depend on it."""
         profile = profile or cls.default_profile
         if profile not in cls.profiles:
             raise CfbenchError(f"--profile {profile}: unknown; this method has {', '.join(cls.profiles)}.")

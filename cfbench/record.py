@@ -9,9 +9,10 @@ Layout::
     counterfactuals/<id>.png
     null/<id>.png         the method's null edit (`Method.null_edit`), where it has one
     masks/<id>.png        where the method returns masks
+    pre_explanations/<id>.png   where the method returns them (ACE's x′)
     attributions/<id>.npy, directions/<id>.npy   where the method returns them
     method/               what `Method.fit` learnt (fit.json: its cost, written last)
-    grid.png              originals / counterfactuals / |difference| / mask
+    grid.png              originals / [pre-explanations /] counterfactuals / |difference| / [mask]
     metrics.json          metric name -> value, 95% CI, n, network
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ from PIL import Image
 from cfbench.errors import CfbenchError
 from cfbench.files import atomic_write_bytes, atomic_write_text
 
-IMAGE_DIRS = ("originals", "counterfactuals", "masks", "null")
+IMAGE_DIRS = ("originals", "counterfactuals", "masks", "pre_explanations", "null")
 
 
 def json_text(value: Any) -> str:

@@ -111,7 +111,7 @@ class Run:
                 self.evaluated_by.setdefault(name, []).append(network)
                 roles.add(role)
         self.profile = spec.profile or self.method_cls.default_profile
-        self.config = self.method_cls.resolve_config(spec.dataset, self.profile, spec.overrides)
+        self.config = self.method_cls.resolve_config(spec.dataset, self.profile, spec.overrides, spec.attr)
         self.device = pick_device(spec.device)
         # every network the run needs is located and read before anything is written or generated
         self.network = load_classifier(self.classifier_name, self.attribute).to(self.device)
@@ -265,6 +265,8 @@ class Run:
             self.record.save_image("counterfactuals", sample_id, counterfactuals[k])
             if result.masks is not None:
                 self.record.save_image("masks", sample_id, quantize(result.masks[k : k + 1])[0])
+            if result.pre_explanations is not None:
+                self.record.save_image("pre_explanations", sample_id, quantize(result.pre_explanations[k : k + 1])[0])
             if result.attributions is not None:
                 self.record.save_array("attributions", sample_id, result.attributions[k])
             if result.directions is not None:
@@ -283,6 +285,7 @@ class Run:
                     "method_success": bool(result.success[k]),
                     **{name: int(counters[name][k]) for name in COUNTERS},
                     "seconds": elapsed,
+                    **({} if result.masks is None else {"mask_area": float(result.masks[k].float().mean())}),
                     **(null_rows[k] if null_rows else {}),
                 }
             )
@@ -369,8 +372,10 @@ class Run:
         rows = list(range(min(GRID_SAMPLES, len(table))))
         originals, counterfactuals = self._load_pairs(self.record, table, rows)
         ids = table["id"].iloc[rows]
-        masks = None
-        if all(self.record.has_image("masks", i) for i in ids):
-            masks = torch.stack([self.record.load_image("masks", i) for i in ids])
-        grid = comparison_grid(originals, counterfactuals, masks)
+        masks, pre = (
+            torch.stack([self.record.load_image(kind, i) for i in ids])
+            if all(self.record.has_image(kind, i) for i in ids) else None
+            for kind in ("masks", "pre_explanations")
+        )
+        grid = comparison_grid(originals, counterfactuals, masks, pre)
         atomic_write_bytes(self.record.path / "grid.png", png_bytes(grid))

@@ -1,4 +1,4 @@
-"""Image grids of a run: originals / counterfactuals / |difference| / mask."""
+"""Image grids of a run: originals / [pre-explanations /] counterfactuals / |difference| / [mask]."""
 from __future__ import annotations
 
 import torch
@@ -6,7 +6,8 @@ from torchvision.utils import make_grid
 
 
 def comparison_grid(
-    originals: torch.Tensor, counterfactuals: torch.Tensor, masks: torch.Tensor | None = None
+    originals: torch.Tensor, counterfactuals: torch.Tensor, masks: torch.Tensor | None = None,
+    pre_explanations: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One uint8 image (3, H', W'): a column per sample, a row per kind.
 
@@ -15,7 +16,8 @@ def comparison_grid(
     """
     diff = (counterfactuals - originals).abs().mean(dim=1, keepdim=True)
     diff = diff / diff.flatten(1).amax(dim=1).clamp_min(1e-8).view(-1, 1, 1, 1)
-    rows = [originals, counterfactuals, diff.expand_as(originals)]
+    rows = [originals, *([] if pre_explanations is None else [pre_explanations]), counterfactuals,
+            diff.expand_as(originals)]
     if masks is not None:
         rows.append(masks.expand_as(originals))
     grid = make_grid(torch.cat(rows), nrow=originals.shape[0], padding=2, pad_value=1.0)

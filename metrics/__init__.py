@@ -35,6 +35,12 @@ METRICS.lazy(
     paper="DiME Table 2 (l1)",
 )
 METRICS.lazy(
+    "mask_area",
+    "cfbench.metrics.mask:MaskArea",
+    description="Mean % of pixels inside the method's edit mask",
+    paper="ACE §3.2 (the refinement mask)",
+)
+METRICS.lazy(
     "fid",
     "cfbench.metrics.fid:FID",
     description="FID between all originals and the successful counterfactuals (features network)",

@@ -266,7 +266,7 @@ def test_config_defaults_sections_datasets_and_profiles():
     synth = cls.resolve_config("synthfaces", None, {})
     assert synth.backbone == "synthfaces-ddpm" and synth.perceptual == "synthfaces-vgg"
     assert cls.resolve_config("synthfaces", "quick", {}).classifier_scales == (synth.classifier_scales[-1],)
-    assert (cls.resolve_config("synthfaces", "quick", {}).tau, cls.resolve_config("celeba", "quick", {}).tau) == (10, 15)
+    assert (cls.resolve_config("synthfaces", "quick", {}).tau, cls.resolve_config("celeba", "quick", {}).tau) == (7, 15)
     assert cls.resolve_config("synthfaces", "quick", {"tau": "12"}).tau == 12
     assert max(cls.resolve_config("celebahq", None, {}).classifier_scales) > 15
     quick = cls.resolve_config("celeba", "quick", {})
@@ -322,7 +322,7 @@ def test_shipped_synthfaces_config_flips_real_faces_keeping_them(workdir):
     assert metrics["fr"]["value"] >= 75  # 3 of 4 at least (93.8% on 16 images when tuned)
     assert metrics["fva"]["value"] >= 50 and 0 < metrics["mnac"]["value"] < 6  # same person, a few attributes
     table = pd.read_csv(workdir / "dime" / "samples.csv")
-    assert (table["diffusion_evals"] == unet_evaluations(10)).all()  # one pass at the last scale, τ = 10
+    assert (table["diffusion_evals"] == unet_evaluations(7)).all()  # one pass at the last scale, τ = 7
 
 
 # -- pinned outputs: DiME on the toolkit's loop gives what its own loop gave --------------------------

@@ -14,7 +14,7 @@ from cfbench.datasets import get_dataset
 from cfbench.diffusion.sampling import Denoiser, denoise
 from cfbench.errors import CfbenchError
 from cfbench.handles import make_handle
-from cfbench.methods.dime import DiME
+from cfbench.methods import METHODS
 from cfbench.oracles import load_network
 from cfbench.randomness import SampleRNG
 from cfbench.record import quantize
@@ -74,14 +74,16 @@ def test_diffae_reconstructs_fresh_images_keeping_their_attributes():
     assert figures["l2_mean"] < shuffled / 3  # each reconstruction is its own image's, not a generic face
 
 
-def test_dimes_null_edit_keeps_the_decisions_it_is_not_asked_to_change():
+@pytest.mark.parametrize("name", ["dime", "ace"])
+def test_the_null_edit_keeps_the_decisions_it_is_not_asked_to_change(name):
     """The null edit target of synthfaces v2 (≥ 97% of decisions kept on 256 images,
     `benchmarks/null_edit.py`), re-measured on the first 32 test images with a looser
-    bound: DiME's quick profile without guidance (its τ, its steps, its per-sample noise)
-    keeps the explained classifier's Smiling and Young decisions on ≥ 30 of 32 images,
-    and the oracle's on ≥ 95% of (image, attribute) pairs; the images keep their look."""
-    config = DiME.resolve_config("synthfaces", "quick", {})
-    null = DiME(config, "cpu").null_edit()
+    bound: each diffusion method's quick profile without guidance (its τ, its steps, its
+    per-sample noise) keeps the explained classifier's Smiling and Young decisions on
+    ≥ 30 of 32 images, and the oracle's on ≥ 95% of (image, attribute) pairs; the images
+    keep their look."""
+    cls = METHODS.get(name)
+    null = cls(cls.resolve_config("synthfaces", "quick", {}), "cpu").null_edit()
     ids, x, _ = get_dataset("synthfaces").split("test").batch(range(32))
     classifier = load_classifier("synthfaces-densenet", "Smiling")
     handle = make_handle("white-box", classifier, len(x))
