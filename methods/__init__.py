@@ -31,9 +31,15 @@ METHODS.lazy(
     paper="Jeanneret et al., ACCV 2022",
     access="white-box",
 )
+METHODS.lazy(
+    "ace",
+    "cfbench.methods.ace:ACE",
+    description="ACE: an attack through a diffusion filter, then a masked RePaint refinement",
+    paper="Jeanneret et al., CVPR 2023",
+    access="white-box",
+)
 
 METHODS.plan("gcd", "GCD (Sobieski & Biecek, ECCV 2024) is planned, not implemented yet")
-METHODS.plan("ace", "ACE (Jeanneret et al., CVPR 2023) is planned, not implemented yet")
 METHODS.plan("ldce", "LDCE (Farid et al., 2023) is planned, not implemented yet")
 
 __all__ = ["METHODS", "Counterfactuals", "Method", "MethodConfig", "hparam"]

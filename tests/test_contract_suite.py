@@ -27,6 +27,7 @@ SETTINGS: dict[str, dict[str, str]] = {
     "identity": {},
     "pgd": {"epsilon": "0.5", "step_size": "0.05"},
     "dime": {"backbone": "tiny-ddpm", "respacing": "20", "tau": "3", "lambda_p": "0", "classifier_scales": "8,40"},
+    "ace": {"backbone": "tiny-ddpm", "respacing": "20", "tau": "2", "attack_iterations": "3", "attack_step": "8"},
 }
 METHOD_NAMES = METHODS.names()
 
