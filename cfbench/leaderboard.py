@@ -159,7 +159,7 @@ def build_leaderboards(
 ) -> list[Path]:
     """Regenerate every leaderboard in ``out_dir`` from the runs under ``runs_roots`` (a
     folder or several, the first one first; a missing one has no runs) and the papers'
-    tables; returns the CSV paths written."""
+    tables, deleting the boards there that no row is left for; returns the CSV paths written."""
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -186,4 +186,8 @@ def build_leaderboards(
             metrics = [c for c in columns if c not in (*ROW_KEYS, *PROVENANCE) and "_ci_" not in c]
             atomic_write_text(path.with_suffix(".md"), f"# {dataset} / {attr}\n\n" + to_markdown(group, metrics))
             written.append(path)
+        for path in sorted(set(out_dir.glob("*.csv")) - set(written)):  # a board whose rows are all gone
+            if path.read_text().startswith("source,"):
+                path.unlink()
+                path.with_suffix(".md").unlink(missing_ok=True)
     return written

@@ -250,3 +250,16 @@ def test_concurrent_regeneration_never_leaves_a_corrupt_file(runs, tmp_path):
     assert reads > 0
     assert snapshot(out) == expected
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # no temporary files left
+
+
+def test_a_board_whose_runs_are_gone_is_deleted_and_other_files_are_kept(tmp_path):
+    out = tmp_path / "boards"
+    _record(tmp_path / "runs", "pgd-a", {"fr": {"value": 100.0, "ci": [100.0, 100.0], "n": 8}})
+    build_leaderboards(tmp_path / "runs", out, reference_dir=tmp_path / "no-reference")
+    assert (out / "toy_bright.csv").exists() and (out / "toy_bright.md").exists()
+    (out / "notes.csv").write_text("name,value\nkeep,1\n")  # not a board
+    for path in (tmp_path / "runs" / "toy_bright" / "pgd-a").iterdir():
+        path.unlink()
+    assert build_leaderboards(tmp_path / "runs", out, reference_dir=tmp_path / "no-reference") == []
+    assert not (out / "toy_bright.csv").exists() and not (out / "toy_bright.md").exists()
+    assert (out / "notes.csv").exists()
