@@ -18,7 +18,8 @@ class ClassifierHandle:
 
     ``samples`` (optional in every call) maps the rows of ``x`` to indices of the
     batch being explained; it defaults to ``arange(n)`` when ``x`` has ``n`` rows. A
-    ``pooled`` handle counts every image as sample 0.
+    row mapped to −1 is padding (a method calling the network on batches of a fixed
+    size): evaluated, never counted. A ``pooled`` handle counts every image as sample 0.
     """
 
     access = ""
@@ -44,8 +45,13 @@ class ClassifierHandle:
 
     def logits(self, x: torch.Tensor, samples: torch.Tensor | None = None) -> torch.Tensor:
         rows = self._rows(x, samples)
-        self.queries.index_add_(0, rows, torch.ones_like(rows))
+        self._count(self.queries, rows)
         return self._forward(x, rows)
+
+    @staticmethod
+    def _count(counter: torch.Tensor, rows: torch.Tensor) -> None:
+        rows = rows[rows >= 0]  # padding rows are not counted
+        counter.index_add_(0, rows, torch.ones_like(rows))
 
     def _forward(self, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -71,7 +77,7 @@ class WhiteBoxClassifier(ClassifierHandle):
         return out
 
     def _count_gradient(self, rows: torch.Tensor) -> None:
-        self.gradients.index_add_(0, rows, torch.ones_like(rows))
+        self._count(self.gradients, rows)
 
 
 class BlackBoxClassifier(ClassifierHandle):

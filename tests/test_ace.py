@@ -177,3 +177,28 @@ def test_outside_the_mask_a_run_record_holds_the_input(tmp_path):
     np.testing.assert_allclose(table["mask_area"].to_numpy(), area)
     result = METRICS.get("mask_area")().compute(EvalData(table=table.reset_index(), load=None))
     assert result.n == 4 and result.value == pytest.approx(100 * np.mean(area))
+
+
+def test_networks_see_fixed_size_chunks_and_padding_is_not_counted():
+    """The UNet and the classifier always run on ``network_batch`` rows (a network's
+    per-image arithmetic depends on its batch size, and PGD's sign amplifies it); the
+    zero rows that pad a chunk are not counted as queries or gradients."""
+    m = method(network_batch=4, attack_iterations=2)
+    seen = {"unet": set(), "classifier": set()}
+    unet = m.backbone.model
+
+    class Spy(torch.nn.Module):
+        def __init__(self, inner, key):
+            super().__init__()
+            self.inner, self.key = inner, key
+
+        def forward(self, *args):
+            seen[self.key].add(args[0].shape[0])
+            return self.inner(*args)
+
+    m.backbone.model = Spy(unet, "unet")
+    for n in (1, 3, 6):
+        result = explain(m, bright_and_dark(6)[:n], torch.tensor([0, 1, 0, 1, 0, 1])[:n], Spy(Brightness(), "classifier"))
+        assert result.counters["classifier_queries"].tolist() == [3] * n  # 2 iterations + the final check
+        assert result.counters["classifier_gradients"].tolist() == [2] * n
+    assert seen == {"unet": {4}, "classifier": {4}}
