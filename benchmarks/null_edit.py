@@ -37,11 +37,12 @@ from cfbench.stats import bootstrap_ci
 QUERIES = {"smile": "Smiling", "age": "Young"}
 
 
-def null_edits(args: argparse.Namespace, images: torch.Tensor, ids: list[str]) -> tuple[torch.Tensor, dict]:
+def null_edits(args: argparse.Namespace, images: torch.Tensor, ids: list[str],
+               classifier: torch.nn.Module) -> tuple[torch.Tensor, dict]:
     cls = METHODS.get(args.method)
     config = cls.resolve_config(args.dataset, args.profile, dict(o.split("=", 1) for o in args.set))
     method = cls(config, args.device).null_edit()
-    classifier = load_classifier(get_dataset(args.dataset).classifiers["Smiling"], "Smiling").to(args.device)
+    classifier = classifier.to(args.device)
     out = []
     for start in tqdm(range(0, len(images), args.batch_size), desc="null edit", unit="batch"):
         x = images[start : start + args.batch_size].to(args.device)
@@ -72,12 +73,13 @@ def main() -> None:
     split = get_dataset(args.dataset).split("test")
     ids, images, _ = split.batch(range(args.n))
     fresh = split.batch(range(args.n, 2 * args.n))[1]
+    classifiers = {q: load_classifier(get_dataset(args.dataset).classifiers[a], a) for q, a in QUERIES.items()}
     began = time.time()
-    nulls, config = null_edits(args, images, ids)
+    nulls, config = null_edits(args, images, ids, classifiers["smile"])
     seconds = time.time() - began
     figures: dict = {}
-    for query, attribute in QUERIES.items():
-        classifier = load_classifier(get_dataset(args.dataset).classifiers[attribute], attribute)
+    for query, classifier in classifiers.items():
+        classifier = classifier.cpu()
         kept = (decisions(classifier, images) == decisions(classifier, nulls)).reshape(-1).double().numpy() * 100
         figures[f"classifier_kept_{query}"] = {"value": float(kept.mean()), "ci": bootstrap_ci(kept)}
     oracle = load_network("oracle", args.dataset).module
