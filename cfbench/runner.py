@@ -111,7 +111,7 @@ class Run:
                 self.evaluated_by.setdefault(name, []).append(network)
                 roles.add(role)
         self.profile = spec.profile or self.method_cls.default_profile
-        self.config = self.method_cls.resolve_config(spec.dataset, self.profile, spec.overrides, spec.attr)
+        self.config = self.method_cls.resolve_config(spec.dataset, self.profile, spec.overrides, self.attr_key)
         self.device = pick_device(spec.device)
         # every network the run needs is located and read before anything is written or generated
         self.network = load_classifier(self.classifier_name, self.attribute).to(self.device)

@@ -202,3 +202,12 @@ def test_networks_see_fixed_size_chunks_and_padding_is_not_counted():
         assert result.counters["classifier_queries"].tolist() == [3] * n  # 2 iterations + the final check
         assert result.counters["classifier_gradients"].tolist() == [2] * n
     assert seen == {"unet": {4}, "classifier": {4}}
+
+
+@pytest.mark.parametrize("attr", ["bright", "Bright"])
+def test_a_run_resolves_the_queries_threshold_by_query_or_attribute_name(attr, tmp_path, monkeypatch):
+    monkeypatch.setitem(ACE.THRESHOLDS, ("toy", "l1", "bright"), 0.4)
+    weights = save_tiny_ddpm(tmp_path / "tiny-ddpm.pt")
+    job = Run(RunSpec(method="ace", dataset="toy", attr=attr, n=1, device="cpu", out=tmp_path / "run", progress=False,
+                      overrides={"backbone": "tiny-ddpm", "weights_path": str(weights), "respacing": "20"}))
+    assert job.config.mask_threshold == 0.4
