@@ -27,7 +27,9 @@ REGIONS = ("cheeks", "mouth")
 
 def coverage(run: Path) -> tuple[dict, list[dict]]:
     record = RunRecord(run)
-    info = json.loads((run / "run.json").read_text())
+    info = record.read_info()
+    if info is None:
+        raise SystemExit(f"{run}: no run.json; give a run directory.")
     identity = info["identity"]
     split = get_dataset(identity["dataset"]).split("test")
     table = record.read_table()

@@ -36,6 +36,7 @@ refinement with a ``before_step`` hook.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -186,39 +187,42 @@ class ACE(Method):
         rows = torch.arange(n)
         denoiser = Denoiser(self._chunked, self.backbone.process, n)
         unet_backward = torch.zeros(n, dtype=torch.long)
+        masks = None
         if cfg.variant == "unconditional":
             pre, cf = x, self.filter(x, denoiser, rng, rows)
-            mask = torch.ones_like(x[:, :1])
         else:
             pre = self.pre_explanation(x, targets, classifier, denoiser, rng)
             unet_backward += cfg.attack_iterations * cfg.tau
-            mask = self.mask(x, pre) if cfg.variant == "ace" else torch.ones_like(x[:, :1])
             if cfg.variant == "pre_explanation":
                 cf = pre
-            elif cfg.variant == "filtered_full":
-                full = self._full_denoiser(n)
-                cf = self.filter(pre, full, rng, rows)
-                denoiser.evals += full.evals
-            else:
-                cf = self.refine(x, pre, mask, denoiser, rng)
+            elif cfg.variant == "ace":
+                masks = self.mask(x, pre)
+                cf = self.refine(x, pre, masks, denoiser, rng)
+            else:  # FR-CE / F-CE: x′ through the filter, no inpainting
+                filtering = self._full_denoiser(n) if cfg.variant == "filtered_full" else denoiser
+                cf = self.filter(pre, filtering, rng, rows)
+                if filtering is not denoiser:
+                    denoiser.evals += filtering.evals
         with torch.no_grad():
             success = (self._logits(classifier, cf, rows) > 0).long().cpu() == targets.cpu()
         return Counterfactuals(
-            images=cf, success=success, masks=mask if cfg.variant == "ace" else None, pre_explanations=pre,
+            images=cf, success=success, masks=masks, pre_explanations=pre,
             counters={"diffusion_evals": denoiser.evals, "diffusion_gradients": unet_backward, **classifier.counters()},
         )  # fmt: skip
 
-    def filter(self, images: Tensor, denoiser: Denoiser, rng: SampleRNG, rows: Tensor, grad: bool = False) -> Tensor:
+    def filter(self, images: Tensor, denoiser: Denoiser, rng: SampleRNG, rows: Tensor, grad: bool = False,
+               before_step: Callable[[Tensor, int, Tensor], Tensor] | None = None) -> Tensor:
         """F_τ: [0, 1] images noised to respaced index τ−1 and denoised over τ−1 … 0 (the
-        last step returns the posterior mean), back in [0, 1] (unclamped: the gradient of
-        the classifier's loss reaches every pixel). Algorithm 1, lines 5-13."""
+        last step returns the posterior mean), back in [0, 1] (with ``grad``, unclamped: the
+        gradient of the classifier's loss reaches every pixel). Algorithm 1, lines 5-13;
+        ``before_step`` changes the state before every step (the refinement's RePaint)."""
         tau, process, space = self._tau(denoiser), denoiser.process, self.backbone.space
         z = space.encode(images)
         t = torch.full((z.shape[0],), tau - 1, dtype=torch.long, device=z.device)
         z = process.q_sample(z, t, self._noise(rng, z, rows))
         out = denoise(denoiser, z, tau, rows=rows, noise=rng if self.config.stochastic else None,
-                      sampler="ancestral" if self.config.stochastic else "mean", grad=grad,
-                      checkpoint_every=self.config.checkpoint_every if grad else 0)
+                      sampler="ancestral" if self.config.stochastic else "mean", before_step=before_step,
+                      grad=grad, checkpoint_every=self.config.checkpoint_every if grad else 0)
         return space.decode(out, tuple(images.shape[-2:]), clamp=not grad)
 
     def pre_explanation(self, x: Tensor, targets: Tensor, classifier: ClassifierHandle, denoiser: Denoiser,
@@ -273,23 +277,17 @@ class ACE(Method):
     def refine(self, x: Tensor, pre: Tensor, mask: Tensor, denoiser: Denoiser, rng: SampleRNG) -> Tensor:
         """Algorithm 2, lines 10-18: x′ noised to τ−1 and denoised, the region outside the
         mask replaced by the noised input before every step; then x pasted outside."""
-        tau, process, space = self.config.tau, denoiser.process, self.backbone.space
-        rows = torch.arange(x.shape[0])
-        size = tuple(x.shape[-2:])
-        x_enc, z = space.encode(x), space.encode(pre)
+        process, space = denoiser.process, self.backbone.space
+        x_enc = space.encode(x)
         m = resize(mask, space.resolution, antialias=False).round()
-        z = process.q_sample(z, torch.full((z.shape[0],), tau - 1, dtype=torch.long, device=z.device),
-                             self._noise(rng, z, rows))
 
         def keep_outside(state: Tensor, i: int, at: Tensor) -> Tensor:  # RePaint: the known region at level i
             t = torch.full((state.shape[0],), i, dtype=torch.long, device=state.device)
             known = process.q_sample(x_enc[at.to(x.device)], t, self._noise(rng, state, at))
             return m[at.to(x.device)] * state + (1 - m[at.to(x.device)]) * known
 
-        noise = rng if self.config.stochastic else None
-        out = denoise(denoiser, z, tau, rows=rows, noise=noise, before_step=keep_outside,
-                      sampler="ancestral" if self.config.stochastic else "mean")
-        return mask * space.decode(out, size) + (1 - mask) * x  # Algorithm 2, after the loop
+        refined = self.filter(pre, denoiser, rng, torch.arange(x.shape[0]), before_step=keep_outside)
+        return mask * refined + (1 - mask) * x  # Algorithm 2, after the loop
 
     def _noise(self, rng: SampleRNG, like: Tensor, rows: Tensor) -> Tensor:
         if not self.config.stochastic:
