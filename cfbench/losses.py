@@ -118,6 +118,53 @@ def synthfaces_vgg_features(layer: int = 20, path: Path | str | None = None) -> 
     return FeatureDistance(nn.Sequential(encoder.input, *encoder.features[:layer])).eval()
 
 
+class StageLPIPS(nn.Module):
+    """LPIPS with unit weights (Zhang et al., CVPR 2018, eq. 1 with w_l = 1) on the stages of
+    a VGG-style ``features`` stack: the activation before every max-pool and at the end,
+    each position's channel vector unit-normalised, the squared difference summed over
+    channels, averaged over space and summed over stages. ``forward(x, y) -> (B,)`` for
+    images in [0, 1]."""
+
+    def __init__(self, input_layer: nn.Module, features: nn.Sequential):
+        super().__init__()
+        self.input = input_layer
+        self.features = features
+
+    def stages(self, x: Tensor) -> list[Tensor]:
+        taps, h = [], self.input(x)
+        for layer in self.features:
+            if isinstance(layer, nn.MaxPool2d):
+                taps.append(h)
+            h = layer(h)
+        return [*taps, h]
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        n, distance = x.shape[0], x.new_zeros(x.shape[0])
+        for tap in self.stages(torch.cat([x, y])):
+            tap = tap / (tap.norm(dim=1, keepdim=True) + 1e-10)
+            distance = distance + (tap[:n] - tap[n:]).pow(2).sum(1).mean((1, 2))
+        return distance
+
+
+def synthfaces_vgg_lpips(path: Path | str | None = None) -> StageLPIPS:
+    """Unit-weight LPIPS on the stages of the zoo's narrow VGG (``synthfaces-vgg``): GCD's
+    LPIPS on synthfaces, apart from the oracle whose stages the evaluation's LPIPS uses."""
+    from cfbench.zoo import ZOO
+
+    if path:
+        raise CfbenchError("synthfaces-vgg is read from the zoo; it takes no weights path.")
+    encoder = ZOO["synthfaces-vgg"].load()
+    return StageLPIPS(encoder.input, encoder.features).eval()
+
+
+def lpips_vgg_distance(path: Path | str | None = None) -> nn.Module:
+    """``lpips.LPIPS(net='vgg')`` on [0, 1] images (rescaled to [-1, 1]): GCD's LPIPS
+    (GCD `gcd/src/losses`, ``lpips.LPIPS(net='vgg')``)."""
+    from cfbench.oracles.lpips_vgg import lpips_vgg
+
+    return lpips_vgg(Path(path) if path else None).module
+
+
 register(LossNetwork(
     "vgg19-imagenet", "cfbench.losses:vgg19_features",
     "torchvision ImageNet VGG19 features[:layer], DiME's L_perc (relu3_4 at layer 18)",
@@ -125,4 +172,13 @@ register(LossNetwork(
 register(LossNetwork(
     "synthfaces-vgg", "cfbench.losses:synthfaces_vgg_features",
     "the convolution stages of the synthfaces zoo's narrow VGG (stand-in for VGG19; no metric uses it)",
+))
+register(LossNetwork(
+    "lpips-vgg", "cfbench.losses:lpips_vgg_distance",
+    "LPIPS v0.1 with the ImageNet VGG16 trunk, GCD's LPIPS", shares=("lpips-vgg",), on_overlap="flag",
+    why="GCD's counterfactual loss and DiME/ACE's σL both use lpips.LPIPS(net='vgg')",
+))
+register(LossNetwork(
+    "synthfaces-vgg-lpips", "cfbench.losses:synthfaces_vgg_lpips",
+    "unit-weight LPIPS on the stages of the synthfaces zoo's narrow VGG (GCD's LPIPS on synthfaces; no metric uses it)",
 ))

@@ -88,7 +88,9 @@ class Counterfactuals:
     ``images`` are in [0, 1] with the input's shape; ``success`` is the method's own
     view (the harness re-decides success on the saved image); optional ``masks``
     (N, 1, H, W), ``pre_explanations`` (N, C, H, W: an intermediate image the method
-    refines, ACE's x′), ``attributions`` (N, 1, H, W) and ``directions`` (N, D);
+    refines, ACE's x′), ``attributions`` (N, 1, H, W), ``directions`` (N, D) and
+    ``path_logits`` (N, L: the classifier's logits along the method's path to the
+    counterfactual, GCD's line search);
     ``counters`` maps each name of `COUNTERS` to an (N,) integer tensor.
     """
 
@@ -98,6 +100,7 @@ class Counterfactuals:
     pre_explanations: torch.Tensor | None = None
     attributions: torch.Tensor | None = None
     directions: torch.Tensor | None = None
+    path_logits: torch.Tensor | None = None
     counters: dict[str, torch.Tensor] = field(default_factory=dict)
 
 

@@ -10,7 +10,7 @@ Layout::
     null/<id>.png         the method's null edit (`Method.null_edit`), where it has one
     masks/<id>.png        where the method returns masks
     pre_explanations/<id>.png   where the method returns them (ACE's x′)
-    attributions/<id>.npy, directions/<id>.npy   where the method returns them
+    attributions/<id>.npy, directions/<id>.npy, path_logits/<id>.npy   where the method returns them
     method/               what `Method.fit` learnt (fit.json: its cost, written last)
     grid.png              originals / [pre-explanations /] counterfactuals / |difference| / [mask]
     metrics.json          metric name -> value, 95% CI, n, network
@@ -110,7 +110,7 @@ class RunRecord:
             )
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            for name in (*IMAGE_DIRS, "attributions", "directions"):
+            for name in (*IMAGE_DIRS, "attributions", "directions", "path_logits"):
                 (self.path / name).mkdir(exist_ok=True)
             extra = {} if weights is None else {"weights": weights}
             self.write_info({**(existing or {}), **info, **extra, "identity": identity})
@@ -149,6 +149,12 @@ class RunRecord:
         buffer = io.BytesIO()
         np.save(buffer, array.detach().float().cpu().numpy())
         atomic_write_bytes(self.path / folder / f"{sample_id}.npy", buffer.getvalue())
+
+    def load_array(self, folder: str, sample_id: str) -> torch.Tensor:
+        return torch.from_numpy(np.load(self.path / folder / f"{sample_id}.npy"))
+
+    def has_array(self, folder: str, sample_id: str) -> bool:
+        return (self.path / folder / f"{sample_id}.npy").exists()
 
     def load_image(self, folder: str, sample_id: str) -> torch.Tensor:
         return read_png(self.path / folder / f"{sample_id}.png")

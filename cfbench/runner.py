@@ -271,6 +271,8 @@ class Run:
                 self.record.save_array("attributions", sample_id, result.attributions[k])
             if result.directions is not None:
                 self.record.save_array("directions", sample_id, result.directions[k])
+            if result.path_logits is not None:
+                self.record.save_array("path_logits", sample_id, result.path_logits[k])
             rows.append(
                 {
                     "index": index,
@@ -377,5 +379,7 @@ class Run:
             if all(self.record.has_image(kind, i) for i in ids) else None
             for kind in ("masks", "pre_explanations")
         )
-        grid = comparison_grid(originals, counterfactuals, masks, pre)
+        attributions = (torch.stack([self.record.load_array("attributions", i) for i in ids])
+                        if all(self.record.has_array("attributions", i) for i in ids) else None)  # fmt: skip
+        grid = comparison_grid(originals, counterfactuals, masks, pre, attributions)
         atomic_write_bytes(self.record.path / "grid.png", png_bytes(grid))

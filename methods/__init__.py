@@ -38,8 +38,14 @@ METHODS.lazy(
     paper="Jeanneret et al., CVPR 2023",
     access="white-box",
 )
+METHODS.lazy(
+    "gcd",
+    "cfbench.methods.gcd:GCD",
+    description="GCD: proxy-found global directions in a Diffusion Autoencoder's semantic space, black-box",
+    paper="Sobieski & Biecek, ECCV 2024",
+    access="black-box",
+)
 
-METHODS.plan("gcd", "GCD (Sobieski & Biecek, ECCV 2024) is planned, not implemented yet")
 METHODS.plan("ldce", "LDCE (Farid et al., 2023) is planned, not implemented yet")
 
 __all__ = ["METHODS", "Counterfactuals", "Method", "MethodConfig", "hparam"]

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cfbench.chunks import fixed_chunks
 from cfbench.diffusion.backbones import Backbone, create_backbone
 from cfbench.diffusion.sampling import Denoiser, denoise
 from cfbench.diffusion.spaces import resize
@@ -307,24 +308,11 @@ class ACE(Method):
 
     def _chunked(self, x: Tensor, t: Tensor) -> Tensor:
         """The UNet on chunks of exactly ``network_batch`` rows, the last one zero-padded."""
-        size, n = self.config.network_batch, x.shape[0]
-        x, t = _pad(x, size), _pad(t, size, t[:1])
-        return torch.cat([self.backbone.model(x[i : i + size], t[i : i + size]) for i in range(0, len(x), size)])[:n]
+        return fixed_chunks(self.backbone.model, self.config.network_batch, x, t, fills=(None, t[:1]))
 
     def _logits(self, classifier: ClassifierHandle, x: Tensor, rows: Tensor) -> Tensor:
         """The classifier's logits on chunks of exactly ``network_batch`` rows (padding rows
         are evaluated, not counted)."""
-        size, n = self.config.network_batch, x.shape[0]
-        x, rows = _pad(x, size), _pad(rows, size, torch.tensor([-1]))
-        return torch.cat([classifier.logits(x[i : i + size], samples=rows[i : i + size])
-                          for i in range(0, len(x), size)])[:n]  # fmt: skip
+        return fixed_chunks(lambda chunk, at: classifier.logits(chunk, samples=at), self.config.network_batch,
+                            x, rows, fills=(None, torch.tensor([-1])))
 
-
-def _pad(x: Tensor, size: int, fill: Tensor | None = None) -> Tensor:
-    """``x`` padded along its first dimension to a multiple of ``size``: with zeros, or
-    ``fill`` (one row) repeated."""
-    pad = -x.shape[0] % size
-    if not pad:
-        return x
-    rows = x.new_zeros(pad, *x.shape[1:]) if fill is None else fill.to(x.device, x.dtype).expand(pad, *x.shape[1:])
-    return torch.cat([x, rows])

@@ -19,7 +19,7 @@ from cfbench.method import COUNTERS
 from cfbench.methods import METHODS
 from cfbench.randomness import SampleRNG
 from cfbench.runner import Run, RunSpec
-from tests.fixtures.tiny_backbone import save_tiny_ddpm
+from tests.fixtures.tiny_backbone import save_tiny_ddpm, save_tiny_diffae
 
 #: per method, the ``--set`` that makes it run in seconds on the toy world; a method
 #: registered without an entry here fails `test_every_method_has_contract_settings`
@@ -28,19 +28,26 @@ SETTINGS: dict[str, dict[str, str]] = {
     "pgd": {"epsilon": "0.5", "step_size": "0.05"},
     "dime": {"backbone": "tiny-ddpm", "respacing": "20", "tau": "3", "lambda_p": "0", "classifier_scales": "8,40"},
     "ace": {"backbone": "tiny-ddpm", "respacing": "20", "tau": "2", "attack_iterations": "3", "attack_step": "8"},
+    "gcd": {"backbone": "tiny-diffae", "loss_network": "synthfaces-vgg-lpips", "encode_steps": "5", "render_steps": "3",
+            "fits": "1", "renders": "48", "proxy_batch": "16", "proxy_epochs": "4", "h_directions": "2", "steps": "3",
+            "max_step": "30", "network_batch": "4"},
 }
 METHOD_NAMES = METHODS.names()
 
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory) -> Path:
-    return save_tiny_ddpm(tmp_path_factory.mktemp("tiny") / "tiny-ddpm.pt")
+    """A folder with the tiny backbones' weight files, ``<backbone>.pt``."""
+    folder = tmp_path_factory.mktemp("tiny")
+    save_tiny_ddpm(folder / "tiny-ddpm.pt")
+    save_tiny_diffae(folder / "tiny-diffae.pt")
+    return folder
 
 
 def settings(name: str, weights: Path) -> dict[str, str]:
     found = dict(SETTINGS[name])
-    if found.get("backbone") == "tiny-ddpm":
-        found["weights_path"] = str(weights)
+    if found.get("backbone", "").startswith("tiny-"):
+        found["weights_path"] = str(weights / f"{found['backbone']}.pt")
     return found
 
 
@@ -71,11 +78,15 @@ class Trainable(nn.Module):
 
 
 @pytest.mark.parametrize("name", METHOD_NAMES)
-def test_explain_returns_images_in_range_and_fills_every_counter(name, tiny_weights):
+def test_explain_returns_images_in_range_and_fills_every_counter(name, tiny_weights, tmp_path):
     cls = METHODS.get(name)
     method = cls(cls.resolve_config("toy", None, settings(name, tiny_weights)), "cpu")
     ids, images, _ = tests.fixtures.toy.Toy().split("test").batch(list(range(4)))
     network = Trainable()
+    if cls.fits():  # a method that learns first (GCD's directions) fits on the toy split
+        method.fit(tests.fixtures.toy.Toy().split("test"), make_handle(cls.access, network, 1, pooled=True),
+                   torch.Generator().manual_seed(0), tmp_path)  # fmt: skip
+        assert network.scale.grad is None
     handle = make_handle(cls.access, network, 4)
     result = method.explain(images, (network(images) <= 0).long(), handle, SampleRNG(0, ids))
     assert result.images.shape == images.shape and result.images.dtype == images.dtype
@@ -121,6 +132,12 @@ def test_a_resumed_run_equals_an_uninterrupted_one(name, tiny_weights, tmp_path)
 
 @pytest.mark.parametrize("name", [n for n in METHOD_NAMES if "backbone" in SETTINGS.get(n, {})])
 def test_a_diffusion_method_draws_other_noise_for_another_seed(name, tiny_weights, tmp_path):
-    a = counterfactuals(run(name, tiny_weights, tmp_path / "s0", n=2, seed=0).record.path)
-    b = counterfactuals(run(name, tiny_weights, tmp_path / "s1", n=2, seed=1).record.path)
+    """Another seed, other draws: in the counterfactuals, or (a method whose explanations are
+    deterministic once fitted, GCD's DDIM transfer) in what the fit learnt."""
+    a, b = (run(name, tiny_weights, tmp_path / f"s{seed}", n=2, seed=seed).record.path for seed in (0, 1))
+    if METHODS.get(name).fits():
+        learnt = [{p.name: p.read_bytes() for p in (path / "method").iterdir() if p.name != "fit.json"} for path in (a, b)]
+        assert learnt[0].keys() == learnt[1].keys() and learnt[0] != learnt[1]
+        return
+    a, b = counterfactuals(a), counterfactuals(b)
     assert any(not np.array_equal(a[k], b[k]) for k in a)

@@ -1,0 +1,137 @@
+"""GCD on CPU: the proxy fit, the directions of eqs. 3-4, BB-LIG (eq. 6), directions saved
+and reused, on synthetic data and the tiny random DiffAE of tests/fixtures/tiny_backbone.py."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import tests.fixtures.toy  # noqa: F401  (registers the toy dataset and classifier)
+from cfbench.errors import CfbenchError
+from cfbench.methods.gcd import GCD, Directions, Proxy, bb_lig, cf_loss, proxy_directions, train_proxy
+from cfbench.runner import Run, RunSpec
+from tests.fixtures.tiny_backbone import save_tiny_diffae
+
+TINY = {"backbone": "tiny-diffae", "loss_network": "synthfaces-vgg-lpips", "encode_steps": "5", "render_steps": "3",
+        "fits": "2", "renders": "48", "proxy_batch": "16", "proxy_epochs": "4", "h_directions": "3", "steps": "3",
+        "max_step": "30", "network_batch": "4"}  # fmt: skip
+
+
+def test_the_proxy_fit_lowers_the_validation_loss():
+    generator = torch.Generator().manual_seed(0)
+    u = torch.randn(640, 16, generator=generator)
+    w = torch.randn(16, generator=generator)
+    logit, lpips = 3 * torch.tanh(u @ w / 4), (u.pow(2).mean(dim=1) / 4).clamp(max=0.9)
+    config = GCD.resolve_config("toy", "paper", {"proxy_epochs": "60", "patience": "60"})
+    proxy, history = train_proxy(u, logit, lpips, config, generator)
+    assert len(history) == 60 and history[-1] < 0.5 * history[0]
+    stopped = GCD.resolve_config("toy", "paper", {"proxy_epochs": "200", "patience": "2"})
+    _, short = train_proxy(u, logit, lpips, stopped, torch.Generator().manual_seed(0))
+    assert len(short) < 200 and short[-1] > sum(short[-3:-1]) / 2  # stopped when above the mean of the last two
+
+
+def test_directions_are_unit_g_directions_then_orthonormal_hessian_eigenvectors_by_magnitude():
+    torch.manual_seed(0)
+    proxy = Proxy(12)
+    config = GCD.resolve_config("toy", "paper", {"h_directions": "5"})
+    vectors, names, eigenvalues = proxy_directions(proxy, 1, config)
+    assert names == ["g1", "g2", "h1", "h2", "h3", "h4", "h5"]
+    assert torch.allclose(vectors.norm(dim=1), torch.ones(7), atol=1e-5)
+    h = vectors[2:]
+    assert torch.allclose(h @ h.T, torch.eye(5), atol=1e-5)
+    assert (eigenvalues.abs()[:-1] >= eigenvalues.abs()[1:]).all()
+    hessian = torch.autograd.functional.hessian(lambda u: cf_loss(*proxy(u[None]), 1, 1.0, 0.0).sum(), torch.zeros(12))
+    assert torch.allclose(hessian @ h.T, h.T * eigenvalues, atol=1e-5)
+    # g1 descends the proxy's CF loss: a small step along it lowers the loss
+    step = 1e-2 * vectors[0]
+    assert cf_loss(*proxy(step[None]), 1, 1.0, 0.0) < cf_loss(*proxy(torch.zeros(1, 12)), 1, 1.0, 0.0)
+    # for a source predicted negative the classification term changes sign, and so does g1
+    flipped, _, _ = proxy_directions(proxy, 0, dataclasses_replace(config, weight_lpips=[0.0, 0.0]))
+    assert torch.allclose(flipped[0], -vectors[0], atol=1e-5)
+
+
+def dataclasses_replace(config, **changes):
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
+
+
+def test_bb_lig_is_eq_6_and_zero_where_a_pixel_does_not_change():
+    generator = torch.Generator().manual_seed(0)
+    path = torch.rand(5, 3, 4, 4, generator=generator)
+    path[:, :, 0, 0] = 0.5  # a pixel the path never changes
+    path[2, 1, 1, 1] = path[1, 1, 1, 1]  # one step where one value stays
+    logits = torch.randn(5, generator=generator)
+    got = bb_lig(path, logits)
+    p, f = path.double().numpy(), logits.double().numpy()
+    want = np.zeros((3, 4, 4))
+    for k in range(4):
+        dx = p[k + 1] - p[k]
+        want += np.where(dx != 0, (f[k + 1] - f[k]) / np.where(dx != 0, dx, 1), 0) / 4
+    want = ((p[0] - p[-1]) * want).sum(axis=0, keepdims=True)
+    assert got.shape == (1, 4, 4) and np.allclose(got.numpy(), want, atol=1e-4)
+    assert got[0, 0, 0] == 0
+    assert bb_lig(path[:1], logits[:1]).abs().sum() == 0  # no step: no attribution
+
+
+def test_a_direction_spec_picks_its_directions_and_a_wrong_one_is_one_clear_error():
+    found = Directions(torch.zeros(1, 5, 3), ["g1", "g2", "h1", "h2", "h3"], torch.zeros(1, 3), 0, {})
+    assert found.pick("g2") == [1] and found.pick("h") == [2, 3, 4] and found.pick("h2+") == [3, 4]
+    with pytest.raises(CfbenchError, match="direction=h4 is not among the fitted directions"):
+        found.pick("h4")
+    with pytest.raises(CfbenchError, match="direction=sideways"):
+        GCD(GCD.resolve_config("toy", "paper", {**TINY, "direction": "sideways"}), "cpu")
+
+
+def test_a_corrupted_directions_file_is_one_clear_error(tmp_path):
+    bad = tmp_path / "directions.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(CfbenchError, match="is not a GCD directions file"):
+        Directions.load(bad)
+    with pytest.raises(CfbenchError, match="no such directions file"):
+        Directions.load(tmp_path / "missing.pt")
+
+
+def _run(weights: Path, out: Path, n: int = 3, **overrides: str) -> Path:
+    job = Run(RunSpec(method="gcd", dataset="toy", attr="bright", n=n, batch_size=2, device="cpu",
+                      overrides={**TINY, "weights_path": str(weights), **overrides}, out=out, progress=False))
+    job.execute(evaluate=False)
+    return job.record.path
+
+
+def _images(path: Path, folder: str = "counterfactuals") -> dict[str, np.ndarray]:
+    return {p.stem: np.asarray(Image.open(p)) for p in sorted((path / folder).glob("*.png"))}
+
+
+def test_saved_directions_reused_give_identical_counterfactuals_and_the_fit_is_recorded(tmp_path):
+    weights = save_tiny_diffae(tmp_path / "tiny-diffae.pt")
+    first = _run(weights, tmp_path / "fitted")
+    fitted = Directions.load(first / "method" / "directions.pt")
+    assert fitted.vectors.shape == (2, 5, 32) and fitted.names == ["g1", "g2", "h1", "h2", "h3"]
+    assert fitted.info["source_index"] == len(tests.fixtures.toy.Toy().split("test")) - 1
+    assert 0 <= fitted.chosen < 2 and len(fitted.info["line_search_scores"]) == 2
+    info = __import__("json").loads((first / "run.json").read_text())
+    assert info["fit"]["classifier_queries"] > 2 * 48 and info["fit"]["classifier_gradients"] == 0
+    assert info["fit"]["diffusion_evals"] >= 5 + 2 * 48 * 3
+    reused = _run(weights, tmp_path / "reused", directions=str(first / "method" / "directions.pt"))
+    again = _images(reused)
+    assert again.keys() == _images(first).keys() and len(again) == 3
+    for sample_id, image in _images(first).items():
+        assert np.array_equal(again[sample_id], image), sample_id
+    reinfo = __import__("json").loads((reused / "run.json").read_text())
+    assert reinfo["fit"]["diffusion_evals"] == 0 and reinfo["fit"]["classifier_queries"] == 0
+    # every evaluated image has its direction, its BB-LIG map and its line-search logits
+    for folder in ("directions", "attributions", "path_logits"):
+        assert len(list((first / folder).glob("*.npy"))) == 3
+    assert np.load(next((first / "path_logits").glob("*.npy"))).shape == (4,)  # step 0 and 3 steps
+
+
+def test_directions_of_another_backbone_size_are_refused(tmp_path):
+    weights = save_tiny_diffae(tmp_path / "tiny-diffae.pt")
+    Directions(torch.zeros(1, 2, 7), ["g1", "g2"], torch.zeros(1, 0), 0, {}).save(tmp_path / "d.pt")
+    with pytest.raises(CfbenchError, match="directions of size 7 for a z_sem of size 32"):
+        _run(weights, tmp_path / "r", n=1, directions=str(tmp_path / "d.pt"))
+    assert not (tmp_path / "r").exists()  # refused before anything is written
