@@ -26,6 +26,7 @@ from cfbench.handles import make_handle
 from cfbench.losses import flag_text, overlaps
 from cfbench.method import COUNTERS, Counterfactuals, Method
 from cfbench.metrics import METRICS
+from cfbench.metrics.attribution import complexity, sparseness
 from cfbench.metrics.base import EvalData
 from cfbench.metrics.protocol import protocol_metrics
 from cfbench.methods import METHODS
@@ -288,6 +289,9 @@ class Run:
                     **{name: int(counters[name][k]) for name in COUNTERS},
                     "seconds": elapsed,
                     **({} if result.masks is None else {"mask_area": float(result.masks[k].float().mean())}),
+                    **({} if result.attributions is None else {
+                        "attribution_sparseness": float(sparseness(result.attributions[k : k + 1])[0]),
+                        "attribution_complexity": float(complexity(result.attributions[k : k + 1])[0])}),
                     **(null_rows[k] if null_rows else {}),
                 }
             )

@@ -40,6 +40,16 @@ METRICS.lazy(
     description="Mean % of pixels inside the method's edit mask",
     paper="ACE §3.2 (the refinement mask)",
 )
+for _name, _class, _what, _table in (
+    ("attribution_sparseness", "AttributionSparseness", "Gini index of the method's attribution maps (BB-LIG)",
+     "Quantus Sparseness"),
+    ("attribution_complexity", "AttributionComplexity", "Entropy of the method's attribution maps (BB-LIG)",
+     "Quantus Complexity"),
+    ("ad_sparseness", "ADSparseness", "Gini index of the absolute-difference maps |x - x_cf|", "AD, Quantus Sparseness"),
+    ("ad_complexity", "ADComplexity", "Entropy of the absolute-difference maps |x - x_cf|", "AD, Quantus Complexity"),
+):
+    METRICS.lazy(_name, f"cfbench.metrics.attribution:{_class}", description=_what,
+                 paper=f"GCD supp. D.4, Table 9 ({_table})")
 METRICS.lazy(
     "fid",
     "cfbench.metrics.fid:FID",

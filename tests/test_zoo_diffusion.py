@@ -44,6 +44,8 @@ def test_diffusion_recipe_trains_measures_and_saves(name, tmp_path, monkeypatch)
         assert measured["images"] == 4 and 0 <= measured["oracle_attributes_kept"] <= 100
         assert measured["encode_steps"] == entry.evaluation["encode_steps"]
         assert measured["l2_mean"] > 0 and measured["lpips_synthfaces_mean"] > 0
+        for key in ("semantic_swap_follows_pct", "semantic_swap_follows_smiling_pct", "semantic_swap_follows_young_pct"):
+            assert key in measured and (measured[key] != measured[key] or 0 <= measured[key] <= 100)  # NaN: no pair differs
     assert json.loads((tmp_path / f"{name}.json").read_text())["training"]["steps"] == 2
     card = (tmp_path / f"{name}.md").read_text()
     assert card.startswith(f"# {name}") and f"]({name}.png)" in card

@@ -163,15 +163,21 @@ def diffae_reconstruction(model: nn.Module, image_size: int, n: int, device: tor
                           ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:  # fmt: skip
     """encode → DDIM-invert → render on ``n`` fresh images: mean LPIPS (the synthfaces
     stand-in), mean L2 on [0, 1] pixels, and the % of attribute-image pairs whose oracle
-    decision the reconstruction keeps; with the images and their reconstructions."""
+    decision the reconstruction keeps; with the images and their reconstructions.
+
+    And how much the semantic code decides (what GCD edits): each image rendered from its
+    own x_T with the z_sem of the next image (``semantic_swap_*``): over the (image,
+    attribute) pairs where the oracle tells the two images apart, the % where the render
+    takes the z_sem donor's attribute, over all attributes and for Smiling and Young."""
     data = render_set(image_size, FRESH_SPLIT, fresh_indices(n))
     x = data.floats(slice(None))
-    outputs = []
+    outputs, swapped = [], []
     for i in range(0, n, batch_size):
         x0 = x[i : i + batch_size].to(device) * 2 - 1
         z = model.encode(x0)
         x_T = model.invert(x0, z, encode_steps, progress=True)
         outputs.append(quantize((model.render(z, x_T, render_steps, progress=True) + 1) / 2))
+        swapped.append(quantize((model.render(z.roll(-1, 0), x_T, render_steps, progress=True) + 1) / 2))
     reconstructed = torch.cat(outputs).float() / 255  # as a run saves images
     distance = _outputs(_synthfaces_network("perceptual", device), device, x, reconstructed, batch_size=batch_size)
     figures = {
@@ -179,5 +185,22 @@ def diffae_reconstruction(model: nn.Module, image_size: int, n: int, device: tor
         "lpips_synthfaces_mean": float(distance.mean()),
         "l2_mean": float((x - reconstructed).flatten(1).norm(dim=1).mean()),
         "oracle_attributes_kept": oracle_decisions_kept(x, reconstructed, device),
+        **semantic_swap(x, torch.cat(swapped).float() / 255, batch_size, device),
     }  # fmt: skip
     return figures, x, reconstructed
+
+
+def semantic_swap(x: torch.Tensor, swapped: torch.Tensor, batch_size: int, device: torch.device) -> dict[str, float]:
+    """% of the (image, attribute) pairs that differ between an image and its z_sem donor (the
+    next image of its batch of ``batch_size``) on which the oracle gives ``swapped`` the
+    donor's decision: over every attribute and for Smiling and Young."""
+    oracle = _synthfaces_network("oracle", device)
+    base = _outputs(oracle, device, x) > 0
+    donor = torch.cat([part.roll(-1, 0) for part in base.split(batch_size)])
+    follows = (_outputs(oracle, device, swapped) > 0) == donor
+    differ = base != donor
+    found = {"semantic_swap_follows_pct": float(follows[differ].float().mean() * 100)}
+    for name in ("Smiling", "Young"):
+        k = spec.ATTRIBUTES.index(name)
+        found[f"semantic_swap_follows_{name.lower()}_pct"] = float(follows[differ[:, k], k].float().mean() * 100)
+    return found
