@@ -10,7 +10,8 @@ Each row generates ``--n`` counterfactuals of the dataset's first test images in
 throw-away run directory. cf/s counts the method's own time (`Method.explain`), which
 is what the run table's ``seconds`` column records; the counters are the means of the
 run table's (`cfbench.method.COUNTERS`): UNet/decoder evaluations and classifier
-queries and gradient calls per counterfactual; peak memory is the most the row held
+queries and gradient calls per counterfactual (a method that fits first, GCD, also gets
+its fit's seconds, queries and evaluations in ``fit``); peak memory is the most the row held
 above what was held before it (CUDA: allocated tensors; CPU: the process's resident set,
 sampled every 20 ms). The first batch of each row includes warm-up.
 
@@ -77,11 +78,13 @@ def measure(args: argparse.Namespace, batch_size: int, out: Path) -> dict[str, f
         run.execute(evaluate=False)
     table = run.record.read_table()
     seconds = float(table["seconds"].sum())
+    fit = (run.record.read_info() or {}).get("fit")  # a method that learns first (GCD): its one-off cost
     return {
         "cf_per_s": len(table) / seconds,
         "flip_rate": float(table["success"].mean() * 100),
         **{name: float(table[name].mean()) for name in COUNTERS},
         "peak_mib": memory["peak_mib"],
+        **({"fit": fit} if fit else {}),
     }
 
 

@@ -2,9 +2,11 @@
 and reused, on synthetic data and the tiny random DiffAE of tests/fixtures/tiny_backbone.py."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -113,7 +115,7 @@ def test_saved_directions_reused_give_identical_counterfactuals_and_the_fit_is_r
     assert fitted.vectors.shape == (2, 5, 32) and fitted.names == ["g1", "g2", "h1", "h2", "h3"]
     assert fitted.info["source_index"] == len(tests.fixtures.toy.Toy().split("test")) - 1
     assert 0 <= fitted.chosen < 2 and len(fitted.info["line_search_scores"]) == 2
-    info = __import__("json").loads((first / "run.json").read_text())
+    info = json.loads((first / "run.json").read_text())
     assert info["fit"]["classifier_queries"] > 2 * 48 and info["fit"]["classifier_gradients"] == 0
     assert info["fit"]["diffusion_evals"] >= 5 + 2 * 48 * 3
     reused = _run(weights, tmp_path / "reused", directions=str(first / "method" / "directions.pt"))
@@ -121,7 +123,7 @@ def test_saved_directions_reused_give_identical_counterfactuals_and_the_fit_is_r
     assert again.keys() == _images(first).keys() and len(again) == 3
     for sample_id, image in _images(first).items():
         assert np.array_equal(again[sample_id], image), sample_id
-    reinfo = __import__("json").loads((reused / "run.json").read_text())
+    reinfo = json.loads((reused / "run.json").read_text())
     assert reinfo["fit"]["diffusion_evals"] == 0 and reinfo["fit"]["classifier_queries"] == 0
     # every evaluated image has its direction, its BB-LIG map and its line-search logits
     for folder in ("directions", "attributions", "path_logits"):
@@ -135,3 +137,23 @@ def test_directions_of_another_backbone_size_are_refused(tmp_path):
     with pytest.raises(CfbenchError, match="directions of size 7 for a z_sem of size 32"):
         _run(weights, tmp_path / "r", n=1, directions=str(tmp_path / "d.pt"))
     assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
+def test_several_directions_give_each_image_one_of_them_and_the_null_edit_is_the_unedited_render(tmp_path):
+    weights = save_tiny_diffae(tmp_path / "tiny-diffae.pt")
+    fitted = _run(weights, tmp_path / "g1", n=2)
+    directions = str(fitted / "method" / "directions.pt")
+    best = _run(weights, tmp_path / "h", n=2, direction="h", directions=directions)
+    vectors = Directions.load(fitted / "method" / "directions.pt")
+    h = vectors.vectors[vectors.chosen][vectors.pick("h")]
+    for path in sorted((best / "directions").glob("*.npy")):
+        used = torch.from_numpy(np.load(path))
+        assert torch.isclose(h @ used, torch.ones(1)).any() or torch.isclose(h @ used, -torch.ones(1)).any()
+    table = pd.read_csv(best / "samples.csv", dtype={"id": str})
+    first = pd.read_csv(fitted / "samples.csv", dtype={"id": str})
+    assert (table["null_logit"].to_numpy() == first["null_logit"].to_numpy()).all()  # the same null edit
+    # the null edit renders the unedited inversion: the line search's step 0
+    for sample_id, null_logit in zip(table["id"], table["null_logit"]):
+        assert np.isclose(np.load(best / "path_logits" / f"{sample_id}.npy")[0], null_logit, atol=1e-5)
+    per_image = 5 + 3 * (1 + 3 * 3)  # inversion, then step 0 and 3 steps along each of 3 h-directions
+    assert (table["diffusion_evals"] == per_image).all()
