@@ -41,7 +41,7 @@ METHODS.lazy(
 METHODS.lazy(
     "gcd",
     "cfbench.methods.gcd:GCD",
-    description="GCD: proxy-found global directions in a Diffusion Autoencoder's semantic space, black-box",
+    description="GCD: proxy-found global directions in a Diffusion Autoencoder's semantic space",
     paper="Sobieski & Biecek, ECCV 2024",
     access="black-box",
 )

@@ -66,7 +66,7 @@ class AttributionComplexity(_OwnMaps):
 
 @METRICS.register("ad_sparseness")
 class ADSparseness(SampleMetric):
-    """Gini index of the absolute-difference maps |x − x_cf|"""
+    """Gini index of the absolute-difference maps |x - x_cf|"""
 
     name = "ad_sparseness"
     paper = "GCD supp. D.4, Table 9 (AD, Quantus Sparseness)"
@@ -78,7 +78,9 @@ class ADSparseness(SampleMetric):
 
 @METRICS.register("ad_complexity")
 class ADComplexity(SampleMetric):
-    """Entropy of the absolute-difference maps |x − x_cf| (unchanged images are left out)"""
+    """Entropy of the absolute-difference maps |x - x_cf|
+
+    Unchanged images (an all-zero map) are left out."""
 
     name = "ad_complexity"
     paper = "GCD supp. D.4, Table 9 (AD, Quantus Complexity)"

@@ -65,11 +65,12 @@ def test_simsiam_views_of_one_image_agree_more_than_different_images(fresh):
 
 def test_diffae_reconstructs_fresh_images_keeping_their_attributes():
     """encode → DDIM-invert → render at the card's steps on 16 fresh images: the oracle's
-    decisions are kept on ≥ 95% of (image, attribute) pairs (the card: 99.3% of 256
-    images) and the mean L2 on [0, 1] pixels is below 5 (the card: 3.30)."""
+    decisions are kept on ≥ 95% of (image, attribute) pairs (the card: 99.3% of 64
+    images) and the mean L2 on [0, 1] pixels is below 6 (the card: 5.56, since the training
+    that moved semantics into z_sem; 3.42 before)."""
     entry = ZOO["synthfaces-diffae"]
     figures, x, reconstructed = ev.diffae_reconstruction(entry.load(), entry.image_size, 16, CPU, **entry.evaluation)
-    assert figures["oracle_attributes_kept"] >= 95.0 and figures["l2_mean"] < 5.0, figures
+    assert figures["oracle_attributes_kept"] >= 95.0 and figures["l2_mean"] < 6.0, figures
     shuffled = (x - reconstructed.roll(1, dims=0)).flatten(1).norm(dim=1).mean()
     assert figures["l2_mean"] < shuffled / 3  # each reconstruction is its own image's, not a generic face
 
