@@ -8,9 +8,13 @@ so that a counterfactual does not depend on the batch it was made in.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from cfbench.handles import ClassifierHandle
 
 
 def pad_rows(x: Tensor, size: int, fill: Tensor | None = None) -> Tensor:
@@ -32,3 +36,10 @@ def fixed_chunks(fn: Callable[..., Tensor], size: int, *tensors: Tensor,
     fills = fills or (None,) * len(tensors)
     padded = [pad_rows(t, size, f) for t, f in zip(tensors, fills)]
     return torch.cat([fn(*(p[i : i + size] for p in padded)) for i in range(0, padded[0].shape[0], size)])[:n]
+
+
+def fixed_chunk_logits(classifier: ClassifierHandle, x: Tensor, rows: Tensor, size: int) -> Tensor:
+    """The handle's logits of ``x`` on chunks of exactly ``size`` images; ``rows`` gives each
+    image's sample in the batch explained (the padding rows, −1, are evaluated, not counted)."""
+    return fixed_chunks(lambda chunk, at: classifier.logits(chunk, samples=at), size, x, rows,
+                        fills=(None, torch.tensor([-1])))

@@ -119,11 +119,26 @@ def synthfaces_vgg_features(layer: int = 20, path: Path | str | None = None) -> 
 
 
 class StageLPIPS(nn.Module):
-    """LPIPS with unit weights (Zhang et al., CVPR 2018, eq. 1 with w_l = 1) on the stages of
-    a VGG-style ``features`` stack: the activation before every max-pool and at the end,
-    each position's channel vector unit-normalised, the squared difference summed over
+    """LPIPS with unit weights (Zhang et al., CVPR 2018, eq. 1 with w_l = 1, the
+    ``lpips=False`` baseline of the lpips package) on a network's stages (`stages`): each
+    spatial position's channel vector unit-normalised, the squared difference summed over
     channels, averaged over space and summed over stages. ``forward(x, y) -> (B,)`` for
     images in [0, 1]."""
+
+    def stages(self, x: Tensor) -> list[Tensor]:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        n, distance = x.shape[0], x.new_zeros(x.shape[0])
+        for tap in self.stages(torch.cat([x, y])):
+            tap = tap / (tap.norm(dim=1, keepdim=True) + 1e-10)
+            distance = distance + (tap[:n] - tap[n:]).pow(2).sum(1).mean((1, 2))
+        return distance
+
+
+class VGGStageLPIPS(StageLPIPS):
+    """`StageLPIPS` on a VGG-style ``features`` stack: the activation before every max-pool
+    and at the end."""
 
     def __init__(self, input_layer: nn.Module, features: nn.Sequential):
         super().__init__()
@@ -138,15 +153,8 @@ class StageLPIPS(nn.Module):
             h = layer(h)
         return [*taps, h]
 
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        n, distance = x.shape[0], x.new_zeros(x.shape[0])
-        for tap in self.stages(torch.cat([x, y])):
-            tap = tap / (tap.norm(dim=1, keepdim=True) + 1e-10)
-            distance = distance + (tap[:n] - tap[n:]).pow(2).sum(1).mean((1, 2))
-        return distance
 
-
-def synthfaces_vgg_lpips(path: Path | str | None = None) -> StageLPIPS:
+def synthfaces_vgg_lpips(path: Path | str | None = None) -> VGGStageLPIPS:
     """Unit-weight LPIPS on the stages of the zoo's narrow VGG (``synthfaces-vgg``): GCD's
     LPIPS on synthfaces, apart from the oracle whose stages the evaluation's LPIPS uses."""
     from cfbench.zoo import ZOO
@@ -154,7 +162,7 @@ def synthfaces_vgg_lpips(path: Path | str | None = None) -> StageLPIPS:
     if path:
         raise CfbenchError("synthfaces-vgg is read from the zoo; it takes no weights path.")
     encoder = ZOO["synthfaces-vgg"].load()
-    return StageLPIPS(encoder.input, encoder.features).eval()
+    return VGGStageLPIPS(encoder.input, encoder.features).eval()
 
 
 def lpips_vgg_distance(path: Path | str | None = None) -> nn.Module:

@@ -49,8 +49,8 @@ def line_plot(xs: list[float], curves: list[list[float]], bold: list[float] | No
 
     draw.rectangle([margin, margin, width - margin, height - margin], outline="black")
     if level is not None:
+        y = at(xs[0], level)[1]
         for x0 in range(margin, width - margin, 8):
-            y = at(xs[0], level)[1]
             draw.line([x0, y, min(x0 + 4, width - margin), y], fill="red")
     for curve in curves:
         draw.line([at(x, y) for x, y in zip(xs, curve)], fill=(170, 170, 170), width=1)

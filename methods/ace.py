@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cfbench.chunks import fixed_chunks
+from cfbench.chunks import fixed_chunk_logits, fixed_chunks
 from cfbench.diffusion.backbones import Backbone, create_backbone
 from cfbench.diffusion.sampling import Denoiser, denoise
 from cfbench.diffusion.spaces import resize
@@ -313,6 +313,5 @@ class ACE(Method):
     def _logits(self, classifier: ClassifierHandle, x: Tensor, rows: Tensor) -> Tensor:
         """The classifier's logits on chunks of exactly ``network_batch`` rows (padding rows
         are evaluated, not counted)."""
-        return fixed_chunks(lambda chunk, at: classifier.logits(chunk, samples=at), self.config.network_batch,
-                            x, rows, fills=(None, torch.tensor([-1])))
+        return fixed_chunk_logits(classifier, x, rows, self.config.network_batch)
 

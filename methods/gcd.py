@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from cfbench.chunks import fixed_chunks
+from cfbench.chunks import fixed_chunk_logits, fixed_chunks
 from cfbench.diffusion.backbones import Backbone, create_backbone
 from cfbench.diffusion.sampling import Denoiser, ddim_invert, denoise
 from cfbench.errors import CfbenchError
@@ -55,6 +55,7 @@ from cfbench.handles import ClassifierHandle
 from cfbench.losses import LOSS_NETWORKS
 from cfbench.methods import METHODS, Counterfactuals, Method, MethodConfig, hparam
 from cfbench.randomness import SampleRNG
+from cfbench.record import quantize
 
 DIRECTION = re.compile(r"^(none|h|[gh][1-9][0-9]*|h[1-9][0-9]*\+)$")
 DIRECTIONS_FILE = "directions.pt"
@@ -273,6 +274,8 @@ class GCD(Method):
         if self.backbone.record.kind != "diffae":
             raise CfbenchError(f"gcd: backbone {config.backbone} is not a Diffusion Autoencoder.")
         self.backbone.model.to(self.device).eval().requires_grad_(False)
+        self.encode_process = self.backbone.record.make_process(f"ddim{config.encode_steps}")
+        self.render_process = self.backbone.record.make_process(f"ddim{config.render_steps}")
         self.loss = (loss or LOSS_NETWORKS.get(config.loss_network).create()).to(self.device).eval()
         self.loss.requires_grad_(False)
         self.fitted: Directions | None = None
@@ -282,9 +285,8 @@ class GCD(Method):
 
     def null_edit(self) -> GCD:
         """The render of the unedited inversion, (z, x_T) -> x."""
-        null = GCD(dataclasses.replace(self.config, direction="none"), self.device, self.backbone, self.loss)
-        null.fitted = self.fitted
-        return null
+        return GCD(dataclasses.replace(self.config, direction="none", directions=""), self.device, self.backbone,
+                   self.loss)
 
     def networks(self) -> dict[str, nn.Module]:
         return {f"backbone {self.backbone.name}": self.backbone.model}
@@ -293,22 +295,20 @@ class GCD(Method):
         return {"LPIPS": self.config.loss_network}
 
     # -- the networks, on fixed chunks -------------------------------------------------
-    def _process(self, steps: int):
-        return self.backbone.record.make_process(f"ddim{steps}")
-
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """[0, 1] images -> (z_sem, x_T), with the UNet evaluations per image."""
+        """[0, 1] images -> (z_sem, x_T) (the inversion counts ``encode_steps`` evaluations
+        per image)."""
         cfg, model = self.config, self.backbone.model
         x_enc = self.backbone.space.encode(x.to(self.device))
         with torch.no_grad():
             z = fixed_chunks(model.encode, cfg.network_batch, x_enc)
-        denoiser = self._denoiser(z, self._process(cfg.encode_steps))
+        denoiser = self._denoiser(z, self.encode_process)
         return z, ddim_invert(denoiser, x_enc)
 
     def render(self, z: Tensor, x_T: Tensor, size: tuple[int, int], rows: Tensor, n: int) -> tuple[Tensor, Tensor]:
         """DDIM renders of (z, x_T), quantised to 8 bits in [0, 1] at ``size``; ``rows`` the
         sample each render counts for (of ``n``). Returns the images and the evaluations."""
-        denoiser = self._denoiser(z, self._process(self.config.render_steps), n)
+        denoiser = self._denoiser(z, self.render_process, n)
         out = denoise(denoiser, x_T, rows=rows, sampler="ddim")
         return self.backbone.space.decode(out, size).mul(255).round().div(255), denoiser.evals
 
@@ -318,8 +318,7 @@ class GCD(Method):
                         len(z) if n is None else n)  # fmt: skip
 
     def _logits(self, classifier: ClassifierHandle, x: Tensor, rows: Tensor) -> Tensor:
-        return fixed_chunks(lambda chunk, at: classifier.logits(chunk, samples=at), self.config.network_batch,
-                            x, rows, fills=(None, torch.tensor([-1])))  # fmt: skip
+        return fixed_chunk_logits(classifier, x, rows, self.config.network_batch)
 
     def _lpips(self, x: Tensor, y: Tensor) -> Tensor:
         with torch.no_grad():
@@ -346,7 +345,7 @@ class GCD(Method):
             return {"diffusion_evals": 0}
         index = cfg.source % len(split)
         ids, images, _ = split.batch([index])
-        x_s = images.float().mul(255).round().div(255).to(self.device)
+        x_s = quantize(images).float().div(255).to(self.device)  # as the harness gives images to explain
         size = tuple(x_s.shape[-2:])
         z_s, x_T = self.encode(x_s)
         evals = cfg.encode_steps

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from cfbench.datasets.synthfaces.spec import ATTRIBUTES
+from cfbench.losses import StageLPIPS
 from cfbench.oracles import EvalNetwork
 from cfbench.zoo import ZOO
 from cfbench.zoo.networks import ResNetEncoder
@@ -36,13 +37,9 @@ class PooledFeatures(nn.Module):
         return self.encoder.features(x)
 
 
-class StagePerceptualDistance(nn.Module):
-    """LPIPS with unit weights (Zhang et al., CVPR 2018, eq. 1 with w_l = 1, the
-    ``lpips=False`` baseline of the lpips package) on a `ResNetEncoder`'s stages: for
-    the stem activation and the outputs of the four residual stages, unit-normalise
-    each spatial position's channel vector, take the squared difference, sum it over
-    channels, average it over space, and sum over stages. ``forward(x, y) -> (B,)``
-    for images in [0, 1]."""
+class StagePerceptualDistance(StageLPIPS):
+    """`StageLPIPS` on a `ResNetEncoder`'s stages: the stem activation and the outputs of
+    the four residual stages."""
 
     def __init__(self, encoder: ResNetEncoder):
         super().__init__()
@@ -57,14 +54,6 @@ class StagePerceptualDistance(nn.Module):
             h = layer(h)
             taps.append(h)
         return taps
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        distance = x.new_zeros(n)
-        for tap in self.stages(torch.cat([x, y])):
-            tap = tap / (tap.norm(dim=1, keepdim=True) + 1e-10)
-            distance = distance + (tap[:n] - tap[n:]).pow(2).sum(1).mean((1, 2))
-        return distance
 
 
 def oracle(path: Path | None = None) -> EvalNetwork:
