@@ -398,3 +398,30 @@ def test_ddim_reverse_step_matches_diffusers_inverse_step_formula():
     last = diffusion.ddim_reverse_step(model(x, torch.full((2,), 980)), torch.full((2,), 49), x)  # ᾱ_next = 0: the sample is ε
     eps = model(x, torch.full((2,), 980))
     torch.testing.assert_close(last["sample"], eps, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(("start", "end"), [(0.00085, 0.012), (0.0015, 0.0195)])  # SD v1 / cin256-v2
+def test_latent_diffusion_ddim_matches_diffusers(start, end):
+    """The LDM code's "linear" schedule is diffusers' scaled_linear, its DDIM timesteps are
+    shifted by one and its last step lands on ᾱ_0 (steps_offset=1, set_alpha_to_one=False)."""
+    diffusion = GaussianDiffusion.from_config(1000, "scaled_linear", "ddim50", variance="fixed_small",
+                                              clip_denoised=False, beta_start=start, beta_end=end,
+                                              steps_offset=1, set_alpha_to_one=False)
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_start=start, beta_end=end, beta_schedule="scaled_linear",
+                          clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    np.testing.assert_allclose(beta_schedule("scaled_linear", 1000, start, end), sched.betas.double().numpy(),
+                               rtol=1e-6)
+    sched.set_timesteps(50)
+    assert sched.timesteps.tolist() == list(range(981, 0, -20))
+    assert diffusion.timestep_map.flip(0).tolist() == sched.timesteps.tolist()
+    ac = np.cumprod(1.0 - beta_schedule("scaled_linear", 1000, start, end))
+    sched.alphas_cumprod, sched.final_alpha_cumprod = torch.from_numpy(ac), torch.tensor(ac[0])  # float64
+    assert diffusion.alphas_cumprod_prev[0] == ac[0]
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 4, 8, 8, generator=gen, dtype=torch.float64) * 3
+    for i in (49, 20, 0):
+        eps = torch.randn(x.shape, generator=gen, dtype=torch.float64)
+        ours = diffusion.ddim_step(eps, torch.full((2,), i), x)
+        theirs = sched.step(eps, int(diffusion.timestep_map[i]), x)
+        torch.testing.assert_close(ours["sample"], theirs.prev_sample, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(ours["pred_x0"], theirs.pred_original_sample, rtol=1e-10, atol=1e-10)

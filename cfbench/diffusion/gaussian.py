@@ -7,8 +7,10 @@ optionally ``learn_sigma``) were trained and sampled with:
 
 * forward process q(x_t | x_0) = N(√ᾱ_t x_0, (1-ᾱ_t) I)  (Ho et al. 2020, eq. 4) and the
   posterior q(x_{t-1} | x_t, x_0) = N(μ̃_t, β̃_t I)  (Ho et al. 2020, eqs. 6-7);
-* schedules ``linear`` (Ho et al. 2020, rescaled by 1000/T) and ``cosine`` (Nichol &
-  Dhariwal 2021, eq. 17, β capped at 0.999);
+* schedules ``linear`` (Ho et al. 2020, rescaled by 1000/T), ``cosine`` (Nichol &
+  Dhariwal 2021, eq. 17, β capped at 0.999) and ``scaled_linear``, the one the latent
+  diffusion code calls "linear" (Rombach et al. 2022; CompVis/latent-diffusion
+  `ldm/modules/diffusionmodules/util.py`: β = (linspace(√β_start, √β_end, T))²);
 * respacing (Nichol & Dhariwal 2021, §4): keep ᾱ at a subset of timesteps and recompute
   β_i = 1 - ᾱ_{k_i}/ᾱ_{k_{i-1}}; loops run over respaced indices i, and the network is
   always called with the *original* timestep k_i (``timestep_map``, no rescaling). As in
@@ -30,7 +32,11 @@ tests/test_diffusion_process.py):
   :meth:`p_step` matches it for ``learned_range``/``fixed_large``/``fixed_small`` at every
   respaced index > 0; ``DDIMScheduler.step(..., use_clipped_model_output=True)`` with
   ``set_alpha_to_one=True`` == :meth:`ddim_step` for ``"ddimN"`` respacing ("leading"
-  spacing gives the same timesteps).
+  spacing gives the same timesteps); the latent diffusion models' DDIM, whose timesteps
+  are shifted by one and whose last step lands on ᾱ_0 rather than 1 (CompVis
+  `ldm/models/diffusion/ddim.py`), is ``DDIMScheduler(beta_schedule="scaled_linear",
+  steps_offset=1, set_alpha_to_one=False)`` and here ``from_config(schedule=
+  "scaled_linear", steps_offset=1, set_alpha_to_one=False)``.
 * differs: at respaced index 0 diffusers' ``learned_range`` and ``fixed_small`` use
   log(max(β̃_0, 1e-20)) and ``fixed_large`` uses β_0, where guided-diffusion uses the
   clipped β̃_1 (this only changes the log-variance / decoder NLL, not samples, since no
@@ -56,11 +62,15 @@ Model = Callable[[Tensor, Tensor], Tensor]
 VARIANCES = ("learned_range", "fixed_large", "fixed_small")
 
 
-def beta_schedule(name: str, num_timesteps: int) -> np.ndarray:
+def beta_schedule(name: str, num_timesteps: int, beta_start: float = 0.00085, beta_end: float = 0.012) -> np.ndarray:
     """β_1..β_T (float64): ``linear`` (Ho et al. 2020, from 1e-4 to 0.02 for T = 1000,
-    both scaled by 1000/T) or ``cosine`` (Nichol & Dhariwal 2021, eq. 17, s = 0.008)."""
+    both scaled by 1000/T), ``cosine`` (Nichol & Dhariwal 2021, eq. 17, s = 0.008) or
+    ``scaled_linear`` from ``beta_start`` to ``beta_end`` (the latent diffusion models';
+    Stable Diffusion v1's values by default)."""
     if num_timesteps < 1:
         raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}")
+    if name == "scaled_linear":
+        return np.linspace(beta_start ** 0.5, beta_end ** 0.5, num_timesteps, dtype=np.float64) ** 2
     if name == "linear":
         scale = 1000 / num_timesteps
         return np.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=np.float64)
@@ -70,7 +80,7 @@ def beta_schedule(name: str, num_timesteps: int) -> np.ndarray:
 
         return np.array([min(1 - alpha_bar((i + 1) / num_timesteps) / alpha_bar(i / num_timesteps), 0.999)
                          for i in range(num_timesteps)], dtype=np.float64)
-    raise ValueError(f"unknown beta schedule {name!r}; expected 'linear' or 'cosine'")
+    raise ValueError(f"unknown beta schedule {name!r}; expected 'linear', 'cosine' or 'scaled_linear'")
 
 
 def space_timesteps(num_timesteps: int, section_counts: str | int | Sequence[int]) -> set[int]:
@@ -154,12 +164,13 @@ class GaussianDiffusion:
     ``betas`` is the original (training) schedule; ``use_timesteps`` the original timesteps to
     keep (None: all). ``variance`` is ``learned_range`` (the model returns 2C channels: ε, v),
     ``fixed_large`` or ``fixed_small`` (C channels: ε). ``clip_denoised`` clips x̂_0 to [-1, 1]
-    when sampling (never in :meth:`training_losses`). A model is any callable
-    ``model(x_t, t_original) -> Tensor``.
+    when sampling (never in :meth:`training_losses`). ``final_alpha_cumprod`` is ᾱ before
+    the first kept step, where the last step lands (1; the latent diffusion DDIM's ᾱ_0).
+    A model is any callable ``model(x_t, t_original) -> Tensor``.
     """
 
     def __init__(self, betas: Sequence[float] | np.ndarray, *, use_timesteps: Sequence[int] | set[int] | None = None,
-                 variance: str = "learned_range", clip_denoised: bool = True) -> None:
+                 variance: str = "learned_range", clip_denoised: bool = True, final_alpha_cumprod: float = 1.0) -> None:
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or len(betas) == 0 or not ((betas > 0) & (betas <= 1)).all():
             raise ValueError("betas must be a non-empty 1-D array with values in (0, 1]")
@@ -174,7 +185,7 @@ class GaussianDiffusion:
         ac = np.cumprod(1.0 - betas)[keep]
         self.num_timesteps = len(keep)
         self.alphas_cumprod = ac
-        self.alphas_cumprod_prev = np.append(1.0, ac[:-1])
+        self.alphas_cumprod_prev = np.append(final_alpha_cumprod, ac[:-1])
         self.alphas_cumprod_next = np.append(ac[1:], 0.0)
         self.betas = 1.0 - ac / self.alphas_cumprod_prev
         self.sqrt_alphas_cumprod = np.sqrt(ac)
@@ -193,12 +204,21 @@ class GaussianDiffusion:
 
     @classmethod
     def from_config(cls, num_timesteps: int = 1000, schedule: str = "linear", respacing: str | int | None = None,
-                    variance: str = "learned_range", clip_denoised: bool = True) -> GaussianDiffusion:
+                    variance: str = "learned_range", clip_denoised: bool = True, beta_start: float = 0.00085,
+                    beta_end: float = 0.012, steps_offset: int = 0, set_alpha_to_one: bool = True) -> GaussianDiffusion:
         """guided-diffusion's ``create_gaussian_diffusion``: a named schedule, optionally
-        respaced (``respacing`` as in :func:`space_timesteps`; None or "" keeps all steps)."""
-        use = None if respacing in (None, "") else space_timesteps(num_timesteps, respacing)
-        return cls(beta_schedule(schedule, num_timesteps), use_timesteps=use, variance=variance,
-                   clip_denoised=clip_denoised)
+        respaced (``respacing`` as in :func:`space_timesteps`; None or "" keeps all steps).
+        ``steps_offset`` shifts the kept timesteps and ``set_alpha_to_one=False`` lands the
+        last step on ᾱ_0, as diffusers' `DDIMScheduler` arguments of those names."""
+        betas = beta_schedule(schedule, num_timesteps, beta_start, beta_end)
+        use = None
+        if respacing not in (None, ""):
+            use = {k + steps_offset for k in space_timesteps(num_timesteps, respacing)}
+            if max(use) >= num_timesteps:
+                raise ValueError(f"respacing {respacing!r} with steps_offset {steps_offset} passes timestep "
+                                 f"{num_timesteps - 1}")
+        final = 1.0 if set_alpha_to_one or use is None else float(np.cumprod(1.0 - betas)[0])
+        return cls(betas, use_timesteps=use, variance=variance, clip_denoised=clip_denoised, final_alpha_cumprod=final)
 
     def _tensor(self, arr: np.ndarray | Tensor, device: torch.device, dtype: torch.dtype) -> Tensor:
         """One of the process's arrays as a tensor on ``device``, copied there once (a
