@@ -46,7 +46,13 @@ METHODS.lazy(
     access="black-box",
 )
 
-METHODS.plan("ldce", "LDCE (Farid et al., 2023) is planned, not implemented yet")
+METHODS.lazy(
+    "ldce",
+    "cfbench.methods.ldce:LDCE",
+    description="LDCE: classifier guidance in a latent diffusion model, filtered by consensus with its implicit classifier",
+    paper="Farid et al., arXiv 2310.06668",
+    access="white-box",
+)
 
 __all__ = ["METHODS", "Counterfactuals", "Method", "MethodConfig", "hparam"]
 

@@ -65,8 +65,8 @@ def _junk_run_json(workdir: Path) -> None:
 
 CASES = [
     Case("unknown-method", [*RUN, "--method", "pdg"], "Unknown method 'pdg'. Did you mean: pgd", subprocess=True),
-    Case("planned-method", [*RUN, "--method", "ldce"],
-         "method 'ldce' is not available yet: LDCE (Farid et al., 2023) is planned, not implemented yet; "
+    Case("planned-method", [*RUN, "--method", "future"],
+         "method 'future' is not available yet: Future (Someone et al., 2030) is planned, not implemented yet; "
          "registered methods: ", subprocess=True),
     Case("unknown-dataset", [*RUN, "--method", "pgd", "--dataset", "toyy"], "Unknown dataset 'toyy'. Did you mean: toy?"),
     Case("unknown-attribute", [*RUN, "--method", "pgd", "--attr", "brigth"],
@@ -211,7 +211,7 @@ def test_interrupt_is_one_line_and_exit_130(workdir):
 
 
 # -- planned methods ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("name, paper", [("ldce", "LDCE")])
+@pytest.mark.parametrize("name, paper", [("future", "Future")])
 def test_a_planned_method_says_so_without_did_you_mean(name, paper, workdir):
     result = invoke(*RUN, "--method", name)
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
@@ -227,8 +227,8 @@ def test_list_shows_planned_methods_apart(workdir):
     result = invoke("list", "methods")
     assert result.exit_code == 0, result.output
     runnable = [line.split()[0] for line in result.stdout.splitlines()[1:] if not line.strip().startswith("planned")]
-    assert {"ace", "dime", "gcd", "identity", "pgd"} <= set(runnable) and "ldce" not in runnable
-    assert "  planned (not runnable yet): ldce" in result.stdout.splitlines()
+    assert {"ace", "dime", "gcd", "identity", "ldce", "pgd"} <= set(runnable) and "future" not in runnable
+    assert "  planned (not runnable yet): future" in result.stdout.splitlines()
 
 
 def test_a_registered_plugin_replaces_a_plan(tmp_path, monkeypatch):
@@ -258,21 +258,21 @@ def test_a_registered_plugin_replaces_a_plan(tmp_path, monkeypatch):
     assert reg.get("ace").__name__ == "ACE" and reg.describe("ace")["description"] == "A plugin's ACE"
 
 
-def test_a_plugin_module_registering_ldce_runs_it(tmp_path):
+def test_a_plugin_module_registering_a_planned_method_runs_it(tmp_path):
     """Through CFBENCH_PLUGINS (a real process: the registration must not leak into other tests)."""
-    (tmp_path / "my_ldce.py").write_text(
+    (tmp_path / "my_future.py").write_text(
         "from cfbench.methods import METHODS\nfrom cfbench.methods.identity import Identity\n\n\n"
-        "@METHODS.register('ldce')\nclass MyLDCE(Identity):\n    \"\"\"My LDCE\"\"\"\n"
+        "@METHODS.register('future')\nclass MyFuture(Identity):\n    \"\"\"My Future\"\"\"\n"
     )
-    env = subprocess_env(CFBENCH_PLUGINS="tests.fixtures.toy,my_ldce")
+    env = subprocess_env(CFBENCH_PLUGINS="tests.fixtures.toy,my_future")
     env["PYTHONPATH"] = f"{tmp_path}:{env['PYTHONPATH']}"
     listed = subprocess.run([*cfbench_command(), "list", "methods"], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=120)  # fmt: skip
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
-    assert any(line.split()[0] == "ldce" and "My LDCE" in line for line in lines[1:])
+    assert any(line.split()[0] == "future" and "My Future" in line for line in lines[1:])
     assert not any("planned (not runnable yet)" in line for line in lines)
-    done = subprocess.run([*cfbench_command(), *RUN, "--method", "ldce", "--n", "2", "--device", "cpu"], cwd=tmp_path,
+    done = subprocess.run([*cfbench_command(), *RUN, "--method", "future", "--n", "2", "--device", "cpu"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert list((tmp_path / "runs" / "toy_bright").glob("ldce-paper-s0-*/metrics.json"))
+    assert list((tmp_path / "runs" / "toy_bright").glob("future-paper-s0-*/metrics.json"))

@@ -79,9 +79,9 @@ def test_before_step_and_eps_hooks_see_every_step():
         calls.append(("before", i))
         return torch.zeros_like(x)  # RePaint-style replacement
 
-    def eps(x, i, rows, output):
+    def eps(x, i, rows, network):
         calls.append(("eps", i))
-        return output + 1
+        return network(x) + 1
 
     denoise(denoiser, torch.ones(1, 1, 2, 2), 2, sampler="ddim", before_step=before, eps_guidance=eps)
     assert calls == [("before", 1), ("eps", 1), ("before", 0), ("eps", 0)]

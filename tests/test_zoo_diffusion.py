@@ -141,3 +141,33 @@ def test_ema_ramps_its_decay_up_to_the_recipes():
     before = average.module.weight.item()
     average.update_parameters(model)  # long after the ramp: the recipe's 0.999
     assert average.module.weight.item() == pytest.approx(before + (2.0 - before) * 0.001)
+
+
+def test_latent_recipes_train_measure_and_save(tmp_path, monkeypatch):
+    """The autoencoder, then the latent model on its latents (read from where the model is
+    written): cards with reconstruction figures, the latent scale, conditional samples and
+    the null edit."""
+    monkeypatch.setenv("CFBENCH_HOME", str(tmp_path / "home"))
+    vae, ldm = zoo.ZOO["synthfaces-vae"], zoo.ZOO["synthfaces-ldm"]
+    monkeypatch.setitem(zoo.ZOO, vae.name, dataclasses.replace(vae, arguments={**vae.arguments, "block_out_channels": (8, 8, 8)},
+                                                                batch_size=4))
+    monkeypatch.setitem(zoo.ZOO, ldm.name, dataclasses.replace(
+        ldm, arguments={**ldm.arguments, "block_out_channels": (16, 16, 16), "attention_head_dim": 2}, batch_size=4,
+        evaluation={"ddim_steps": 4, "strength": 0.5, "scale": 3.0}))
+    measured = train(vae.name, CPU, steps=2, train_size=16, seed=0, out_dir=tmp_path, eval_size=4)["measured"]
+    assert measured["images"] == 4 and measured["l2_mean"] > 0 and 0 <= measured["oracle_attributes_kept"] <= 100
+    stored = load_weights(zoo.ZOO[vae.name].build(), tmp_path / f"{vae.name}.safetensors", vae.name)
+    assert float(stored.scale_factor) == measured["latent_scale_factor"] != 1.0  # the scale is measured and shipped
+    record = train(ldm.name, CPU, steps=2, train_size=16, seed=0, out_dir=tmp_path, eval_size=4)
+    measured = record["measured"]
+    assert measured["samples"] == 4 and measured["ddim_steps"] == 4 and measured["fid_synthfaces_features"] >= 0
+    for key in ("conditional_oracle_agrees_smiling_pct", "conditional_oracle_agrees_young_pct"):
+        assert 0 <= measured[key] <= 100
+    null = measured["null_edit"]
+    assert null["strength"] == 0.5 and all(0 <= null[k] <= 100 for k in
+                                           ("oracle_attributes_kept", "classifier_kept_smiling_pct", "classifier_kept_young_pct"))
+    assert record["storage"]["relative_output_error"] is not None
+    cell = ldm.image_size + 2
+    # 4 samples, 4 images and their 4 null edits, in 4 rows
+    assert read_png(tmp_path / f"{ldm.name}.png").shape == (3, 2 + 4 * cell, 2 + 3 * cell)
+    load_weights(zoo.ZOO[ldm.name].build(), tmp_path / f"{ldm.name}.safetensors", ldm.name)  # strict round trip

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from cfbench.diffusion.gaussian import GaussianDiffusion
+from cfbench.diffusion.latent import LatentBackbone
 from cfbench.diffusion.sampling import Denoiser
 from cfbench.diffusion.spaces import PixelSpace
 from cfbench.errors import CfbenchError
@@ -29,8 +31,9 @@ BACKBONES = Registry("backbone", "cfbench.backbones")
 class BackboneRecord:
     """A diffusion backbone.
 
-    ``kind``: ``ddpm`` (``model(x_t, t) -> ε[, v]``) or ``diffae`` (``model(x_t, t, z_sem)
-    -> ε``, with ``encode``). ``weights``: ``published:NAME`` (`cfbench.weights`, read by
+    ``kind``: ``ddpm`` (``model(x_t, t) -> ε[, v]``), ``diffae`` (``model(x_t, t, z_sem)
+    -> ε``, with ``encode``) or ``ldm`` (a latent diffusion model, `create_latent_backbone`,
+    conditioned on ``conditioning``: ``attributes``, ``class`` or ``text``). ``weights``: ``published:NAME`` (`cfbench.weights`, read by
     ``architecture``, a ``module:attr`` configuration), ``zoo:NAME`` (`cfbench.zoo`) or
     ``file`` (a user's own checkpoint in the published layout of ``architecture``, whose
     path `create_backbone` is given).
@@ -49,6 +52,7 @@ class BackboneRecord:
     #: sha256 of the weight file as published, where it is known
     sha256: str | None = None
     parameterisation: str = "eps"
+    conditioning: str = ""
 
     def make_process(self, respacing: str | int | None = None) -> GaussianDiffusion:
         """The training process, respaced for sampling (``"200"``, ``"ddim50"``, …)."""
@@ -104,11 +108,27 @@ for _record in (
                    "cfbench.diffusion.diffae:FFHQ_256", source="DiffAE (phizaz/diffae, ffhq256_autoenc)"),
 ):  # fmt: skip
     BACKBONES.register(_record.name, description=_record.source)(_record)
+#: the latent diffusion process as the LDM code defines it (CompVis/latent-diffusion
+#: `ldm/modules/diffusionmodules/util.py`, `ldm/models/diffusion/ddim.py`): "linear" is the
+#: scaled linear schedule, DDIM timesteps are offset by one, the last step lands on ᾱ_0
+LDM_PROCESS = {"num_timesteps": 1000, "schedule": "scaled_linear", "variance": "fixed_small", "clip_denoised": False,
+               "steps_offset": 1, "set_alpha_to_one": False}
+for _record in (
+    # LDCE-txt (LDCE §4, App. B): miniSD, Stable Diffusion v1 fine-tuned at 256 px (`configs/stable-diffusion/v1-inference.yaml`)
+    BackboneRecord("minisd", "ldm", "file", 256, {**LDM_PROCESS, "beta_start": 0.00085, "beta_end": 0.012},
+                   "cfbench.diffusion.ldm:SD_V1", source="LDCE-txt (justinpinkney/miniSD `miniSD.ckpt`)",
+                   conditioning="text"),
+    # LDCE-cls (LDCE §4, App. B): the class-conditional ImageNet LDM (`configs/latent-diffusion/cin256-v2.yaml`)
+    BackboneRecord("cin256-v2", "ldm", "file", 256, {**LDM_PROCESS, "beta_start": 0.0015, "beta_end": 0.0195},
+                   "cfbench.diffusion.ldm:CIN256_V2", source="LDCE-cls (CompVis/latent-diffusion cin256-v2)",
+                   conditioning="class"),
+):  # fmt: skip
+    BACKBONES.register(_record.name, description=_record.source)(_record)
 for _entry in ZOO.values():  # the zoo's diffusion models, with the process `cfbench zoo train` trained them with
-    if _entry.kind in ("ddpm", "diffae"):
+    if _entry.kind in ("ddpm", "diffae", "ldm"):
         BACKBONES.register(_entry.name, description="cfbench zoo")(BackboneRecord(
             _entry.name, _entry.kind, f"zoo:{_entry.name}", _entry.image_size, dict(_entry.diffusion),
-            source="cfbench zoo"))
+            source="cfbench zoo", conditioning="attributes" if _entry.kind == "ldm" else ""))
 
 
 def _load(record: BackboneRecord, path: Path | None) -> nn.Module:
@@ -140,6 +160,69 @@ def create_backbone(name: str, respacing: str | int | None = None, path: Path | 
     """The backbone ``name`` with its weights (from the cache / zoo, or ``path``) and its
     training process respaced by ``respacing``."""
     record = BACKBONES.get(name)
+    if record.kind == "ldm":
+        raise CfbenchError(f"backbone {name} is a latent diffusion model; a pixel-space method cannot use it.")
     process = record.make_process(respacing)
     model = _load(record, Path(path).expanduser() if path else None)
     return Backbone(record, model, process, state_digest(model))
+
+
+#: LDCE App. D: the prompts of LDCE-txt for each query and target (0, 1)
+PROMPTS = {"smile": ("a photo of a non-smiling person", "a photo of a smiling person"),
+           "age": ("a photo of a old person", "a photo of a young person")}
+
+
+def create_latent_backbone(name: str, respacing: str | int | None = None, path: Path | str | None = None,
+                           text_encoder: Path | str | None = None) -> LatentBackbone:
+    """The latent diffusion backbone ``name``: the zoo's attribute-conditional model, or a
+    published checkpoint read from ``path`` (LDCE-txt's text encoder files from
+    ``text_encoder``), with its process respaced by ``respacing``."""
+    record = BACKBONES.get(name)
+    if record.kind != "ldm":
+        raise CfbenchError(f"backbone {name} is not a latent diffusion model (it is a {record.kind}).")
+    process = record.make_process(respacing)
+    space = PixelSpace(record.resolution, record.value_range)
+    if record.weights.startswith("zoo:"):
+        from cfbench.datasets.synthfaces import SynthFaces
+        from cfbench.datasets.synthfaces.spec import ATTRIBUTES
+        from cfbench.diffusion.latent import UNKNOWN
+        from cfbench.zoo.weights import load_weights
+
+        entry = ZOO[record.name]
+        unet = entry.load() if path is None else load_weights(entry.build(), Path(path), name).eval()
+        first_stage = ZOO[entry.first_stage].load()
+
+        def attribute_states(targets: Tensor, query: str) -> Tensor:
+            attribute = SynthFaces.queries.get(query, query)
+            if attribute not in ATTRIBUTES:
+                raise CfbenchError(f"backbone {name} is conditioned on synthfaces attributes; {query!r} is none.")
+            states = torch.full((len(targets), len(ATTRIBUTES)), UNKNOWN, dtype=torch.long, device=targets.device)
+            states[:, ATTRIBUTES.index(attribute)] = targets.long()
+            return states
+
+        return LatentBackbone(name, unet, first_stage, process, space, attribute_states,
+                              lambda n: torch.full((n, len(ATTRIBUTES)), UNKNOWN, dtype=torch.long),
+                              {f"backbone {name}": unet, f"first stage {entry.first_stage}": first_stage})
+    if path is None:
+        raise CfbenchError(f"backbone {name} is read from a file of yours ({record.source}): give its path (weights_path).")
+    from cfbench.diffusion.ldm import load_ldm_checkpoint
+
+    module, _, attribute = record.architecture.partition(":")
+    parts = load_ldm_checkpoint(Path(path).expanduser(), getattr(importlib.import_module(module), attribute),
+                                Path(text_encoder).expanduser() if text_encoder else None)
+
+    def network(z: Tensor, t: Tensor, context: Tensor) -> Tensor:
+        return parts.unet(z, t, encoder_hidden_states=context).sample
+
+    if record.conditioning == "text":
+        def prompts(targets: Tensor, query: str) -> Tensor:
+            if query not in PROMPTS:
+                raise CfbenchError(f"LDCE-txt has prompts for {', '.join(PROMPTS)}, not {query!r}.")
+            return parts.conditioner([PROMPTS[query][int(v)] for v in targets]).to(targets.device)
+
+        make, null = prompts, lambda n: parts.conditioner([""] * n)
+    else:
+        make, null = (lambda targets, query: parts.conditioner(targets.long()),
+                      lambda n: parts.conditioner(torch.full((n,), parts.arch.num_classes, dtype=torch.long)))
+    return LatentBackbone(name, network, parts.first_stage_module, process, space, make, null,
+                          {f"backbone {name}": parts.unet, f"first stage {name}": parts.first_stage})

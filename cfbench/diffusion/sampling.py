@@ -7,8 +7,9 @@ a method change the chain at three places:
 
 * ``before_step(x, i, rows) -> x``: replace the state before step i (ACE's RePaint
   refinement keeps the original outside the mask);
-* ``eps_guidance(x, i, rows, output) -> output``: change the network's output (LDCE's
-  classifier-free and consensus guidance of ε);
+* ``eps_guidance(x, i, rows, network) -> output``: make the output the step takes from
+  ``network(x)``, the step's one (counted) evaluation, which the hook calls itself, with
+  gradients if it needs them (LDCE's classifier-free and consensus guidance of ε);
 * ``mean_guidance(x, i, rows) -> g | Guidance``: shift the ancestral mean to μ − Σ·g
   (DiME eq. 4); a `Guidance` may also retire rows that are done (DiME's early stop).
 
@@ -99,7 +100,7 @@ def denoise(
     denoiser: Denoiser, x: Tensor, start: int | None = None, *, stop: int = 0, rows: Tensor | None = None,
     noise: Noise | torch.Generator | None = None, sampler: str = "ancestral", eta: float = 0.0,
     before_step: Callable[[Tensor, int, Tensor], Tensor] | None = None,
-    eps_guidance: Callable[[Tensor, int, Tensor, Tensor], Tensor] | None = None,
+    eps_guidance: Callable[[Tensor, int, Tensor, Callable[[Tensor], Tensor]], Tensor] | None = None,
     mean_guidance: Callable[[Tensor, int, Tensor], Tensor | Guidance | float | None] | None = None,
     grad: bool = False, checkpoint_every: int = 0, progress: bool = False,
 ) -> Tensor:
@@ -132,9 +133,10 @@ def denoise(
     def one_step(x: Tensor, i: int, rows: Tensor, step_noise: Tensor | None, shift: Any) -> Tensor:
         if before_step is not None:
             x = before_step(x, i, rows)
-        output = denoiser.output(x, i)
         if eps_guidance is not None:
-            output = eps_guidance(x, i, rows, output)
+            output = eps_guidance(x, i, rows, lambda y: denoiser.output(y, i))
+        else:
+            output = denoiser.output(x, i)
         return _step(process, sampler, eta, output, i, x, step_noise, shift)
 
     def run() -> Tensor:

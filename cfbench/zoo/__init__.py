@@ -11,6 +11,8 @@ papers' evaluation networks, trained here by `cfbench zoo train <name>`.
 | synthfaces-vgg | ImageNet VGG19 as a loss network | DiME's L_perc, GCD's LPIPS (no metric uses it) |
 | synthfaces-ddpm | the DiME/ACE CelebA guided-diffusion DDPM | DiME, ACE |
 | synthfaces-diffae | GCD's CelebA-128 Diffusion Autoencoder | GCD |
+| synthfaces-vae | Stable Diffusion's KL autoencoder (the first stage) | synthfaces-ldm |
+| synthfaces-ldm | LDCE's class-conditional latent diffusion model | LDCE |
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ class ZooModel:
     """A trainable zoo entry: architecture, training recipe, and how it is used."""
 
     name: str
-    kind: str  # classifier | shortcut | oracle | perceptual | identity | simsiam | ddpm | diffae
+    kind: str  # classifier | shortcut | oracle | perceptual | identity | simsiam | ddpm | diffae | autoencoder | ldm
     description: str
     architecture: str
     arguments: dict[str, Any] = field(default_factory=dict)
@@ -58,6 +60,8 @@ class ZooModel:
     evaluation: dict[str, Any] = field(default_factory=dict)
     #: how the weights are stored (`cfbench.zoo.weights`): fp16, or int8 for the largest
     storage: str = "fp16"
+    #: the zoo autoencoder whose latents a latent diffusion model works on
+    first_stage: str = ""
 
     def build(self) -> nn.Module:
         return getattr(networks, self.architecture)(**self.arguments)
@@ -143,6 +147,34 @@ ZOO: dict[str, ZooModel] = {
             diffusion={"num_timesteps": 1000, "schedule": "linear", "variance": "fixed_large"}, ema=0.999,
             lr_schedule="constant", cpu_bf16=True, evaluation={"encode_steps": 100, "render_steps": 50},
             storage="int8",
+        ),
+        ZooModel(
+            "synthfaces-vae", "autoencoder",
+            "KL-regularised autoencoder (diffusers' AutoencoderKL, the first stage of Stable Diffusion and miniSD) "
+            "from 64 px images to 16x16x4 latents (f = 4), trained with L1 + the synthfaces-vgg LPIPS + a 1e-6 "
+            "KL term as the latent diffusion autoencoders are (without their adversarial term); its latents are "
+            "scaled to unit standard deviation on training images.",
+            "LatentAutoencoder", {"block_out_channels": (32, 64, 64), "layers_per_block": 1, "latent_channels": 4,
+                                  "norm_num_groups": 8, "sample_size": 64},
+            image_size=64, steps=3000, batch_size=16, lr=5e-4, weight_decay=0.0, train_size=40_000, cpu_bf16=True,
+        ),
+        ZooModel(
+            "synthfaces-ldm", "ldm",
+            "Attribute-conditional latent diffusion model on synthfaces-vae latents, the analogue of LDCE's "
+            "class-conditional ImageNet LDM: diffusers' UNet2DConditionModel attending to one token per attribute "
+            "(its value, or unknown), trained with the number of known attributes drawn uniformly (none known: the "
+            "unconditional model, for classifier-free guidance), with the latent diffusion process (1000 "
+            "scaled-linear steps from 0.00085 to 0.012, ε, DDIM timesteps offset by one).",
+            "LatentUNet", {"attributes": ATTRIBUTE_COUNT, "context_dim": 64, "sample_size": 16, "in_channels": 4,
+                           "out_channels": 4, "block_out_channels": (64, 128, 128), "layers_per_block": 1,
+                           "attention_head_dim": 8, "norm_num_groups": 8},
+            image_size=64, steps=30_000, batch_size=64, lr=2e-4, weight_decay=0.0, train_size=40_000,
+            diffusion={"num_timesteps": 1000, "schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
+                       "variance": "fixed_small", "clip_denoised": False, "steps_offset": 1,
+                       "set_alpha_to_one": False},
+            ema=0.999, lr_schedule="constant", cpu_bf16=True, evaluation={"ddim_steps": 50, "strength": 0.5,
+                                                                          "scale": 3.0},
+            storage="int8", first_stage="synthfaces-vae",
         ),
     )  # fmt: skip
 }

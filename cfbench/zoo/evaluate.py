@@ -204,3 +204,99 @@ def semantic_swap(x: torch.Tensor, swapped: torch.Tensor, batch_size: int, devic
         k = spec.ATTRIBUTES.index(name)
         found[f"semantic_swap_follows_{name.lower()}_pct"] = float(follows[differ[:, k], k].float().mean() * 100)
     return found
+
+
+def _reconstruction_figures(x: torch.Tensor, reconstructed: torch.Tensor, device: torch.device,
+                            batch_size: int = 128) -> dict[str, float]:  # fmt: skip
+    """Mean synthfaces LPIPS stand-in and L2 on [0, 1] pixels between images and their
+    reconstructions, and the % of attribute-image pairs whose oracle decision they keep."""
+    distance = _outputs(_synthfaces_network("perceptual", device), device, x, reconstructed, batch_size=batch_size)
+    return {"lpips_synthfaces_mean": float(distance.mean()),
+            "l2_mean": float((x - reconstructed).flatten(1).norm(dim=1).mean()),
+            "oracle_attributes_kept": oracle_decisions_kept(x, reconstructed, device)}  # fmt: skip
+
+
+@torch.no_grad()
+def autoencoder_reconstruction(model: nn.Module, image_size: int, n: int, device: torch.device,
+                               batch_size: int = 128) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    """encode (posterior mean) → decode on ``n`` fresh images: `_reconstruction_figures`
+    and the latent scale factor; with the images and their reconstructions."""
+    x = render_set(image_size, FRESH_SPLIT, fresh_indices(n)).floats(slice(None))
+    reconstructed = torch.cat([quantize((model.decode(model.encode(x[i : i + batch_size].to(device) * 2 - 1)) + 1) / 2)
+                               for i in range(0, n, batch_size)]).float() / 255  # fmt: skip
+    figures = {"images": n, **_reconstruction_figures(x, reconstructed, device),
+               "latent_scale_factor": float(model.scale_factor)}  # fmt: skip
+    return figures, x, reconstructed
+
+
+def guided_denoiser(model: nn.Module, process, states: torch.Tensor, scale: float) -> Denoiser:
+    """The attribute-conditional latent UNet with classifier-free guidance (Ho & Salimans
+    2022, eq. 6): ε_u + scale·(ε_c − ε_u), ε_u with every attribute unknown; scale 0 is
+    the unconditional model, 1 the conditional one."""
+    from cfbench.diffusion.latent import UNKNOWN
+
+    def network(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        rows = states[: len(z)]
+        if scale == 0:
+            return model(z, t, torch.full_like(rows, UNKNOWN))
+        if scale == 1:
+            return model(z, t, rows)
+        eps_u, eps_c = model(torch.cat([z, z]), torch.cat([t, t]), torch.cat([torch.full_like(rows, UNKNOWN), rows])).chunk(2)
+        return eps_u + scale * (eps_c - eps_u)
+
+    return Denoiser(network, process, len(states))
+
+
+@torch.no_grad()
+def ldm_quality(model: nn.Module, first_stage: nn.Module, process, image_size: int, n: int, device: torch.device,
+                ddim_steps: int, strength: float, scale: float, batch_size: int = 128,
+                seed: int = 0) -> tuple[dict[str, object], torch.Tensor]:  # fmt: skip
+    """What the latent model's card states, each on ``n`` images (DDIM, η = 0, ``ddim_steps``):
+
+    * unconditional samples against test images (`_distribution_figures`);
+    * conditional samples with classifier-free guidance ``scale``, for Smiling and Young
+      each asked to be 0 (n/2) or 1 (n/2), the rest unknown: the % the oracle agrees with;
+    * the null edit at LDCE's ``strength`` on fresh images (encode, noise to DDIM index
+      ⌊strength·steps⌋, denoise unconditionally, decode): the % of attribute-image pairs
+      whose oracle decision it keeps, and of images whose synthfaces-densenet Smiling and
+      Young decisions it keeps.
+    """
+    from cfbench.datasets.synthfaces.spec import ATTRIBUTES, INDEX
+    from cfbench.diffusion.latent import UNKNOWN
+    from cfbench.zoo import synthfaces_densenet
+
+    generator = torch.Generator().manual_seed(seed)
+    latent = (first_stage.vae.config.latent_channels, image_size // 4, image_size // 4)
+
+    def sample(states: torch.Tensor, start: torch.Tensor | None = None, steps: int | None = None) -> torch.Tensor:
+        out = []
+        for i in range(0, len(states), batch_size):
+            rows = states[i : i + batch_size].to(device)
+            z = torch.randn((len(rows), *latent), generator=generator).to(device) if start is None else start[i : i + batch_size]
+            z = denoise(guided_denoiser(model, process, rows, scale if start is None else 0.0), z, steps,
+                        sampler="ddim", progress=True)
+            out.append(quantize((first_stage.decode(z) + 1) / 2))
+        return torch.cat(out).float() / 255
+
+    unknown = torch.full((n, len(ATTRIBUTES)), UNKNOWN, dtype=torch.long)
+    unconditional = sample(unknown)
+    figures: dict[str, object] = {"samples": n, "ddim_steps": ddim_steps, "cfg_scale": scale,
+                                  **_distribution_figures(unconditional, render_set(image_size, "test", np.arange(n)), device)}
+    oracle = _synthfaces_network("oracle", device)
+    for name in ("Smiling", "Young"):
+        states, asked = unknown.clone(), (torch.arange(n) >= n // 2).long()
+        states[:, INDEX[name]] = asked
+        decided = _outputs(oracle, device, sample(states))[:, INDEX[name]] > 0
+        figures[f"conditional_oracle_agrees_{name.lower()}_pct"] = float((decided.long() == asked).float().mean() * 100)
+    x = render_set(image_size, FRESH_SPLIT, fresh_indices(n)).floats(slice(None))
+    start = int(strength * ddim_steps)
+    z0 = torch.cat([first_stage.encode(x[i : i + batch_size].to(device) * 2 - 1) for i in range(0, n, batch_size)])
+    noise = torch.randn(z0.shape, generator=generator).to(device)
+    z_t = process.q_sample(z0, torch.full((n,), start, device=device), noise)  # LDCE: noised at index start, run from start − 1
+    edited = sample(unknown, z_t, start)
+    figures["null_edit"] = {"strength": strength, "oracle_attributes_kept": oracle_decisions_kept(x, edited, device)}
+    for name in ("Smiling", "Young"):
+        classifier = synthfaces_densenet(name).to(device).eval()
+        kept = (_outputs(classifier, device, x) > 0) == (_outputs(classifier, device, edited) > 0)
+        figures["null_edit"][f"classifier_kept_{name.lower()}_pct"] = float(kept.float().mean() * 100)
+    return figures, torch.cat([unconditional[:16], x[:8], edited[:8]])

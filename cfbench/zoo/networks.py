@@ -14,6 +14,7 @@ from torchvision.models import DenseNet, ResNet
 from torchvision.models.resnet import BasicBlock
 
 from cfbench.diffusion.diffae import DiffAE, DiffAEConfig
+from cfbench.diffusion.latent import AttributeLatentUNet, KLAutoencoder
 from cfbench.diffusion.unet import UNet, UNetConfig
 
 
@@ -148,3 +149,25 @@ def GuidedUNet(**config) -> UNet:
 def DiffAENet(**config) -> DiffAE:
     """The Diffusion Autoencoder (`cfbench.diffusion.diffae`) at a zoo configuration, on [-1, 1] images."""
     return DiffAE(DiffAEConfig(**_tuples(config)))
+
+
+def LatentAutoencoder(**config) -> KLAutoencoder:
+    """The latent model's first stage (`cfbench.diffusion.latent.KLAutoencoder`): diffusers'
+    `AutoencoderKL` at a zoo configuration, on [-1, 1] images, down-sampling by 2 per block
+    after the first."""
+    config = _tuples(config)
+    blocks = len(config["block_out_channels"])
+    return KLAutoencoder({"in_channels": 3, "out_channels": 3, "down_block_types": ("DownEncoderBlock2D",) * blocks,
+                          "up_block_types": ("UpDecoderBlock2D",) * blocks, **config})
+
+
+def LatentUNet(**config) -> AttributeLatentUNet:
+    """The latent model's attribute-conditional ε-network
+    (`cfbench.diffusion.latent.AttributeLatentUNet`): diffusers' `UNet2DConditionModel`
+    with cross-attention to one token per synthfaces attribute in every block but the first."""
+    config = _tuples(config)
+    attributes, context_dim = config.pop("attributes"), config.pop("context_dim")
+    blocks = len(config["block_out_channels"])
+    down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (blocks - 1)
+    up = ("CrossAttnUpBlock2D",) * (blocks - 1) + ("UpBlock2D",)
+    return AttributeLatentUNet(attributes, context_dim, {"down_block_types": down, "up_block_types": up, **config})

@@ -21,8 +21,10 @@ from tqdm import tqdm
 
 from cfbench.datasets.synthfaces import spec
 from cfbench.diffusion.gaussian import GaussianDiffusion
+from cfbench.diffusion.latent import UNKNOWN
 from cfbench.errors import CfbenchError
 from cfbench.files import atomic_write_bytes, atomic_write_text
+from cfbench.losses import synthfaces_vgg_lpips
 from cfbench.record import png_bytes, quantize
 from cfbench.weights import home
 from cfbench.zoo import ZOO, ZooModel
@@ -94,6 +96,71 @@ def diffusion_loss(process: GaussianDiffusion, autoencoder: bool = False) -> Los
         return process.training_losses(denoiser, x0, t).mean()
 
     return loss
+
+
+#: KL weight of the autoencoder (the latent diffusion autoencoders' ``kl_weight``; KL
+#: summed over latent values, the reconstruction terms over pixel values)
+KL_WEIGHT = 1e-6
+#: weight of the unit-weight LPIPS (summed over five stages, it is about ten times the
+#: learned LPIPS that the latent diffusion autoencoders weigh by 1)
+PERCEPTUAL_WEIGHT = 0.1
+
+
+def autoencoder_loss(perceptual: nn.Module) -> Loss:
+    """Reconstruction L1 + PERCEPTUAL_WEIGHT·LPIPS (``perceptual``, a loss network) + KL_WEIGHT·KL of a draw
+    from the posterior (Rombach et al. 2022, §3.1 and App. G, without the adversarial term)."""
+
+    def loss(model: nn.Module, data: RenderedSet, rows: torch.Tensor) -> torch.Tensor:
+        x = data.floats(rows)
+        posterior = model.posterior(x * 2 - 1)
+        reconstructed = (model.vae.decode(posterior.sample()).sample + 1) / 2
+        l1 = (reconstructed - x).abs().mean()
+        kl = posterior.kl().mean() / x[0].numel()
+        return l1 + PERCEPTUAL_WEIGHT * perceptual(reconstructed.float(), x).mean() + KL_WEIGHT * kl
+
+    return loss
+
+
+def condition_dropout(labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Attribute states for training a conditional latent model: each image keeps the values
+    of k random attributes, k uniform in 0 … A, the others `UNKNOWN`; k = 0 trains the
+    unconditional model (classifier-free guidance, Ho & Salimans 2022, Alg. 1)."""
+    n, a = labels.shape
+    keep = torch.randint(0, a + 1, (n, 1), generator=generator).to(labels.device)
+    rank = torch.rand(n, a, generator=generator).to(labels.device).argsort(1).argsort(1)
+    return torch.where(rank < keep, labels.long(), torch.full_like(labels, UNKNOWN, dtype=torch.long))
+
+
+def latent_diffusion_loss(process: GaussianDiffusion, first_stage: nn.Module) -> Loss:
+    """L_simple on the first stage's (posterior-mean, scaled) latents of the images, the
+    network conditioned on `condition_dropout` states (Rombach et al. 2022, eq. 2). Each
+    image's latent is computed once and kept."""
+    cache: dict[int, torch.Tensor] = {}
+
+    def latents(data: RenderedSet) -> torch.Tensor:
+        if id(data) not in cache:
+            device = data.images.device
+            with torch.no_grad(), torch.autocast(device.type, enabled=False):
+                cache[id(data)] = torch.cat([first_stage.encode(data.floats(torch.arange(i, min(i + 256, len(data.images)),
+                                                                                           device=device)) * 2 - 1).float()
+                                             for i in tqdm(range(0, len(data.images), 256), desc="encode latents")])
+        return cache[id(data)]
+
+    def loss(model: nn.Module, data: RenderedSet, rows: torch.Tensor) -> torch.Tensor:
+        z0, states = latents(data)[rows], condition_dropout(data.labels[rows])
+        t = torch.randint(0, process.num_timesteps, (len(rows),), device=z0.device)
+        return process.training_losses(lambda z, s: model(z, s, states), z0, t).mean()
+
+    return loss
+
+
+def latent_scale(model: nn.Module, data: RenderedSet, n: int = 2048) -> float:
+    """One over the standard deviation of the posterior-mean latents of ``n`` training
+    images (Rombach et al. 2022, App. G: the latents' rescaling)."""
+    with torch.no_grad():
+        rows = torch.arange(min(n, len(data.images)), device=data.images.device)
+        z = torch.cat([model.posterior(data.floats(part) * 2 - 1).mean.float() for part in rows.split(256)])
+    return float(1 / z.std())
 
 
 #: warm-up of the constant-rate recipes, fixed so that it does not move when a run is
@@ -239,6 +306,13 @@ def training_set(image_size: int, shortcut: bool, train_size: int, device: torch
     ).to(device)
 
 
+def first_stage(entry: ZooModel, weights_dir: Path, device: torch.device) -> nn.Module:
+    """The autoencoder a latent diffusion model works on, from ``weights_dir`` (where the
+    model itself is written)."""
+    stage = ZOO[entry.first_stage]
+    return load_weights(stage.build(), weights_dir / f"{stage.name}.safetensors", stage.name).eval().to(device)
+
+
 def initial_weights(name: str, init: str) -> Path:
     """The weights a warm start begins from: ``shipped`` (the package's) or a file."""
     return WEIGHTS_DIR / f"{name}.safetensors" if init == "shipped" else Path(init)
@@ -271,6 +345,10 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
     model = model.to(device).to(memory_format=torch.channels_last)
     if entry.kind in ("ddpm", "diffae"):
         loss = diffusion_loss(entry.process(), autoencoder=entry.kind == "diffae")
+    elif entry.kind == "autoencoder":
+        loss = autoencoder_loss(synthfaces_vgg_lpips().to(device))
+    elif entry.kind == "ldm":
+        loss = latent_diffusion_loss(entry.process(), first_stage(entry, out_dir, device))
     else:
         loss = {
             "classifier": multilabel_loss(list(range(len(spec.ATTRIBUTES)))),
@@ -282,6 +360,8 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
         }[entry.kind]
     state = TrainingState(checkpoint_path(name), entry, steps, train_size, seed, init_digest)
     model, history, train_seconds = fit(model, loss, data, entry, steps, device, state, resume)
+    if entry.kind == "autoencoder":
+        model.scale_factor.fill_(latent_scale(model, data))
     out_dir.mkdir(parents=True, exist_ok=True)
     save_weights(model, out_dir / f"{name}.safetensors", entry.storage)
     stored = load_weights(entry.build(), out_dir / f"{name}.safetensors", name).eval().to(device)
@@ -309,7 +389,8 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
             "train_seconds": round(train_seconds, 1),
             "loss_history": [round(v, 5) for v in history],
         },
-        "storage": {"format": entry.storage, "relative_output_error": storage_error(entry, model, stored, device)},
+        "storage": {"format": entry.storage,
+                    "relative_output_error": storage_error(entry, model, stored, device, out_dir)},
         "measured": measured,
         "command": f"cfbench zoo train {name} --seed {seed} --steps {steps} --train-size {train_size}"
                    + (f" --init {init}" if init else ""),
@@ -320,7 +401,8 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
     return record
 
 
-def storage_error(entry: ZooModel, trained: nn.Module, stored: nn.Module, device: torch.device) -> float | None:
+def storage_error(entry: ZooModel, trained: nn.Module, stored: nn.Module, device: torch.device,
+                  weights_dir: Path = WEIGHTS_DIR) -> float | None:
     """‖stored(x) − trained(x)‖ / ‖trained(x)‖ on 64 fresh images (a diffusion model's ε on
     them noised to step T/4): what storing the weights costs (None for the DiffAE, whose
     card measures its reconstructions with the stored weights)."""
@@ -328,12 +410,19 @@ def storage_error(entry: ZooModel, trained: nn.Module, stored: nn.Module, device
         return None
     x = render_set(entry.image_size, ev.FRESH_SPLIT, ev.fresh_indices(64)).floats(slice(None)).to(device)
     with torch.no_grad():
-        if entry.kind == "ddpm":
+        if entry.kind in ("ddpm", "ldm"):
             process = entry.process()
             t = torch.full((len(x),), process.num_timesteps // 4, device=device)
-            noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(0)).to(device)
-            x_t = process.q_sample(x * 2 - 1, t, noise)
-            a, b = trained(x_t, t), stored(x_t, t)
+            x0 = x * 2 - 1 if entry.kind == "ddpm" else first_stage(entry, weights_dir, device).encode(x * 2 - 1)
+            noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).to(device)
+            x_t = process.q_sample(x0, t, noise)
+            if entry.kind == "ddpm":
+                a, b = trained(x_t, t), stored(x_t, t)
+            else:
+                states = render_set(entry.image_size, ev.FRESH_SPLIT, ev.fresh_indices(64)).labels.long().to(device)
+                a, b = trained(x_t, t, states), stored(x_t, t, states)
+        elif entry.kind == "autoencoder":
+            a, b = trained.decode(trained.encode(x * 2 - 1)), stored.decode(stored.encode(x * 2 - 1))
         else:
             a, b = trained(x), stored(x)
     return round(float((b - a).norm() / a.norm()), 5)
@@ -350,7 +439,8 @@ def remeasure(name: str, device: torch.device, eval_size: int, out_dir: Path = W
     if stored_format(path) != entry.storage:
         save_weights(model, path, entry.storage)
         stored = load_weights(entry.build(), path, name).eval().to(device)
-        record["storage"] = {"format": entry.storage, "relative_output_error": storage_error(entry, model, stored, device)}
+        record["storage"] = {"format": entry.storage,
+                             "relative_output_error": storage_error(entry, model, stored, device, out_dir)}
         model = stored
     record["measured"], picture = measure(name, model, device, eval_size, out_dir)
     record["measure_command"] = f"cfbench zoo measure {name} --eval-size {eval_size}"
@@ -393,6 +483,14 @@ def measure(name: str, model: nn.Module, device: torch.device, n: int,
         figures, x, reconstructed = ev.diffae_reconstruction(model, entry.image_size, min(n, 256), device,
                                                              **entry.evaluation)
         return figures, grid(torch.cat([x[:16], reconstructed[:16]]), rows=2)
+    if entry.kind == "autoencoder":
+        figures, x, reconstructed = ev.autoencoder_reconstruction(model, entry.image_size, n, device)
+        return figures, grid(torch.cat([x[:16], reconstructed[:16]]), rows=2)
+    if entry.kind == "ldm":
+        process = entry.process(respacing=f"ddim{entry.evaluation['ddim_steps']}")
+        figures, shown = ev.ldm_quality(model, first_stage(entry, weights_dir, device), process, entry.image_size,
+                                        min(n, 512), device, **entry.evaluation)
+        return figures, grid(shown, rows=4)
     return measure_network(name, model, device, n, weights_dir), None
 
 
@@ -435,6 +533,16 @@ MEASURED_MEANING = {
               "`render_steps`: the synthfaces-lpips stand-in distance (LPIPS-style, on the oracle's stages), "
               "the L2 norm of the difference on [0, 1] pixels (64×64×3 values), and the % of (image, attribute) "
               "pairs whose oracle decision the reconstruction keeps.",
+    "autoencoder": "Each image is encoded (posterior mean) and decoded: the synthfaces-lpips stand-in distance, the "
+                   "L2 norm of the difference on [0, 1] pixels and the % of (image, attribute) pairs whose oracle "
+                   "decision the reconstruction keeps; the latents' scale factor (one over their standard deviation "
+                   "on 2,048 training images).",
+    "ldm": "DDIM samples (η = 0, `ddim_steps`): unconditional ones against as many test images (FID in the synthfaces "
+           "features, its floor, oracle attribute frequencies); conditional ones with classifier-free guidance "
+           "`cfg_scale` asking for Smiling or Young = 0 (half) or 1 (half), every other attribute unknown: the % on "
+           "which the oracle agrees with what was asked; and the null edit at LDCE's `strength` (encode, noise, "
+           "denoise unconditionally, decode): the % of oracle decisions, and of synthfaces-densenet Smiling / Young "
+           "decisions, it keeps.",
 }  # fmt: skip
 
 
@@ -479,7 +587,9 @@ def model_card(entry: ZooModel, record: dict, picture: bool = False) -> str:
         "",
     ]
     if picture:
-        shows = "32 samples" if entry.kind == "ddpm" else "16 fresh images (top) and their reconstructions (bottom)"
+        shows = {"ddpm": "32 samples",
+                 "ldm": "16 unconditional samples (top two rows), 8 fresh images and their null edits (bottom rows)",
+                 }.get(entry.kind, "16 fresh images (top) and their reconstructions (bottom)")
         lines += [f"![{shows}]({entry.name}.png)", "", f"{shows[0].upper()}{shows[1:]}.", ""]
     for mode, figures in sorted(record.get("throughput", {}).items()):
         lines += [f"## Throughput ({mode})", "", f"`{figures['command']}` on {figures['machine']}:", "",
