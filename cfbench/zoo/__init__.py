@@ -172,7 +172,7 @@ ZOO: dict[str, ZooModel] = {
             diffusion={"num_timesteps": 1000, "schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
                        "variance": "fixed_small", "clip_denoised": False, "steps_offset": 1,
                        "set_alpha_to_one": False},
-            ema=0.999, lr_schedule="constant", cpu_bf16=True, evaluation={"ddim_steps": 50, "strength": 0.5,
+            ema=0.999, lr_schedule="constant", cpu_bf16=True, evaluation={"ddim_steps": 50, "strength": 0.382,
                                                                           "scale": 3.0},
             storage="int8", first_stage="synthfaces-vae",
         ),
