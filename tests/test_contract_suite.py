@@ -19,7 +19,7 @@ from cfbench.method import COUNTERS
 from cfbench.methods import METHODS
 from cfbench.randomness import SampleRNG
 from cfbench.runner import Run, RunSpec
-from tests.fixtures.tiny_backbone import save_tiny_ddpm, save_tiny_diffae
+from tests.fixtures.tiny_backbone import save_tiny_ddpm, save_tiny_diffae, save_tiny_ldm
 
 #: per method, the ``--set`` that makes it run in seconds on the toy world; a method
 #: registered without an entry here fails `test_every_method_has_contract_settings`
@@ -31,6 +31,7 @@ SETTINGS: dict[str, dict[str, str]] = {
     "gcd": {"backbone": "tiny-diffae", "loss_network": "synthfaces-vgg-lpips", "encode_steps": "5", "render_steps": "3",
             "fits": "1", "renders": "48", "proxy_batch": "16", "proxy_epochs": "4", "h_directions": "2", "steps": "3",
             "max_step": "30", "network_batch": "4"},
+    "ldce": {"backbone": "tiny-ldm", "ddim_steps": "10", "strength": "0.5", "network_batch": "4"},
 }
 METHOD_NAMES = METHODS.names()
 
@@ -41,6 +42,7 @@ def tiny_weights(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny")
     save_tiny_ddpm(folder / "tiny-ddpm.pt")
     save_tiny_diffae(folder / "tiny-diffae.pt")
+    save_tiny_ldm(folder / "tiny-ldm.pt")
     return folder
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from cfbench.diffusion.gaussian import GaussianDiffusion
-from cfbench.diffusion.latent import LatentBackbone
+from cfbench.diffusion.latent import LatentBackbone, PublishedFirstStage
 from cfbench.diffusion.sampling import Denoiser
 from cfbench.diffusion.spaces import PixelSpace
 from cfbench.errors import CfbenchError
@@ -116,7 +116,7 @@ LDM_PROCESS = {"num_timesteps": 1000, "schedule": "scaled_linear", "variance": "
 for _record in (
     # LDCE-txt (LDCE §4, App. B): miniSD, Stable Diffusion v1 fine-tuned at 256 px (`configs/stable-diffusion/v1-inference.yaml`)
     BackboneRecord("minisd", "ldm", "file", 256, {**LDM_PROCESS, "beta_start": 0.00085, "beta_end": 0.012},
-                   "cfbench.diffusion.ldm:SD_V1", source="LDCE-txt (justinpinkney/miniSD `miniSD.ckpt`)",
+                   "cfbench.diffusion.ldm:MINI_SD", source="LDCE-txt (justinpinkney/miniSD `miniSD.ckpt`)",
                    conditioning="text"),
     # LDCE-cls (LDCE §4, App. B): the class-conditional ImageNet LDM (`configs/latent-diffusion/cin256-v2.yaml`)
     BackboneRecord("cin256-v2", "ldm", "file", 256, {**LDM_PROCESS, "beta_start": 0.0015, "beta_end": 0.0195},
@@ -221,8 +221,10 @@ def create_latent_backbone(name: str, respacing: str | int | None = None, path: 
             return parts.conditioner([PROMPTS[query][int(v)] for v in targets]).to(targets.device)
 
         make, null = prompts, lambda n: parts.conditioner([""] * n)
-    else:
+    else:  # the class of each target value is that value; the last class is "no class"
         make, null = (lambda targets, query: parts.conditioner(targets.long()),
-                      lambda n: parts.conditioner(torch.full((n,), parts.arch.num_classes, dtype=torch.long)))
-    return LatentBackbone(name, network, parts.first_stage_module, process, space, make, null,
-                          {f"backbone {name}": parts.unet, f"first stage {name}": parts.first_stage})
+                      lambda n: parts.conditioner(torch.full((n,), parts.arch.num_classes - 1, dtype=torch.long)))
+    first_stage = PublishedFirstStage(parts.first_stage, parts.scale_factor)
+    return LatentBackbone(name, network, first_stage, process, space, make, null,
+                          {f"backbone {name}": parts.unet, f"first stage {name}": parts.first_stage,
+                           f"conditioner {name}": parts.conditioner})

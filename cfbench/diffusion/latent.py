@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel, VQModel
 from torch import Tensor, nn
 
 from cfbench.diffusion.gaussian import GaussianDiffusion
@@ -76,6 +76,25 @@ class KLAutoencoder(nn.Module):
 
     def decode(self, z: Tensor) -> Tensor:
         return self.vae.decode(z / self.scale_factor).sample
+
+
+class PublishedFirstStage(nn.Module):
+    """A published first stage (diffusers' `AutoencoderKL` or `VQModel`) as `LatentBackbone`
+    uses it: `encode` gives the scaled posterior mean (KL) or the latent before quantisation
+    (VQ, LatentDiffusion's ``get_first_stage_encoding``); `decode` quantises a VQ latent
+    first (straight-through gradient), as the LDM code's ``decode_first_stage`` does."""
+
+    def __init__(self, module: AutoencoderKL | VQModel, scale_factor: float):
+        super().__init__()
+        self.module, self.scale_factor = module, scale_factor
+
+    def encode(self, x: Tensor) -> Tensor:
+        if isinstance(self.module, VQModel):
+            return self.module.encode(x).latents * self.scale_factor
+        return self.module.encode(x).latent_dist.mean * self.scale_factor
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.module.decode(z / self.scale_factor).sample
 
 
 @dataclass
