@@ -111,9 +111,13 @@ def _parse_seeds(text: str) -> list[int]:
 
 @main.command()
 @click.option("--method", required=True, help="method plugin, see `cfbench list methods`")
-@click.option("--dataset", default="synthfaces", show_default=True, help="dataset plugin")
+@click.option("--dataset", default="synthfaces", show_default=True,
+              help="dataset plugin, or imagefolder:PATH (your images, PATH/labels.csv)")
 @click.option("--attr", required=True, help="attribute to flip: a query (smile, age) or an attribute name")
-@click.option("--classifier", default=None, help="classifier to explain (default: the dataset's for --attr)")
+@click.option("--classifier", default=None, help="classifier to explain (default: the dataset's for --attr): a "
+              "registered name, module:factory, a TorchScript .pt/.ts file or a .yaml/.json classifier file")
+@click.option("--classifier-opt", "classifier_opts", multiple=True, metavar="KEY=VALUE",
+              help="what your --classifier expects and returns: range=-1,1, index=I, logits=2, resolution=R")
 @click.option("--n", "n", default=100, show_default=True, type=int, help="first N images of the evaluation split")
 @click.option("--batch-size", default=8, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -134,8 +138,8 @@ def _parse_seeds(text: str) -> list[int]:
               help="published run records shown beside yours in the local leaderboards (skipped when absent)")
 @click.option("--no-progress", is_flag=True, help="hide the progress bar")
 @one_line_errors
-def run(method, dataset, attr, classifier, n, batch_size, seed, seeds, device, profile, sets, out, runs_root, protocol,
-        extra_metrics, networks, leaderboards, published, no_progress) -> None:  # fmt: skip
+def run(method, dataset, attr, classifier, classifier_opts, n, batch_size, seed, seeds, device, profile, sets, out,
+        runs_root, protocol, extra_metrics, networks, leaderboards, published, no_progress) -> None:  # fmt: skip
     """Generate counterfactuals, compute the metrics and record the run (resumable); then
     refresh the local leaderboards (the published ones change only by `cfbench leaderboard`)."""
     from cfbench.leaderboard import build_leaderboards
@@ -147,6 +151,7 @@ def run(method, dataset, attr, classifier, n, batch_size, seed, seeds, device, p
     jobs = [
         Run(RunSpec(
             method=method, dataset=dataset, attr=attr, classifier=classifier, n=n, batch_size=batch_size, seed=s,
+            classifier_options=_parse_pairs(classifier_opts, "--classifier-opt"),
             device=device, overrides=_parse_pairs(sets), out=out, protocol=protocol,
             extra_metrics=extra_metrics, networks=_parse_pairs(networks, "--network"),
             profile=profile, runs_root=runs_root, progress=not no_progress,

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from cfbench.classifiers import load_classifier
+from cfbench.classifiers import load_classifier, parse_classifier
 from cfbench.datasets import get_dataset, resolve_attribute
 from cfbench.environment import describe_environment
 from cfbench.errors import CfbenchError
@@ -47,6 +47,7 @@ class RunSpec:
     dataset: str
     attr: str
     classifier: str | None = None
+    classifier_options: dict[str, str] = field(default_factory=dict)  # --classifier-opt KEY=VALUE
     n: int = 100
     batch_size: int = 8
     seed: int = 0
@@ -79,7 +80,13 @@ class Run:
         if spec.n < 1 or spec.batch_size < 1:
             raise CfbenchError("--n and --batch-size must be positive.")
         self.method_cls: type[Method] = METHODS.get(spec.method)
-        self.dataset = get_dataset(spec.dataset)
+        if spec.classifier_options and not spec.classifier:
+            raise CfbenchError("--classifier-opt declares the network of --classifier; pass --classifier too.")
+        # what the classifier declares comes first: an image folder takes its resolution from it
+        self.classifier_spec = parse_classifier(spec.classifier, spec.classifier_options) if spec.classifier else None
+        self.dataset = get_dataset(spec.dataset, getattr(self.classifier_spec, "resolution", None))
+        #: how records name the dataset: its registry name, or a file-name-safe one for imagefolder:PATH
+        self.dataset_name = getattr(self.dataset, "record_name", None) or spec.dataset
         self.attribute = resolve_attribute(self.dataset, spec.attr)
         self.split = self.dataset.split(self.dataset.eval_split)
         if spec.n > len(self.split):
@@ -88,7 +95,8 @@ class Run:
                 f"({len(self.split)} images); use --n {len(self.split)} or less."
             )
         self.attr_key = next((q for q, a in self.dataset.queries.items() if a == self.attribute), self.attribute)
-        self.classifier_name = spec.classifier or self.dataset.classifiers.get(self.attribute)
+        self.classifier_name = (self.classifier_spec.name if self.classifier_spec is not None
+                                else self.dataset.classifiers.get(self.attribute))  # fmt: skip
         if self.classifier_name is None:
             raise CfbenchError(f"{spec.dataset} has no default classifier for {self.attribute}; pass --classifier.")
         self.protocol = spec.protocol or self.dataset.protocol
@@ -115,7 +123,8 @@ class Run:
         self.config = self.method_cls.resolve_config(spec.dataset, self.profile, spec.overrides, self.attr_key)
         self.device = pick_device(spec.device)
         # every network the run needs is located and read before anything is written or generated
-        self.network = load_classifier(self.classifier_name, self.attribute).to(self.device)
+        self.network = load_classifier(self.classifier_spec or self.classifier_name, self.attribute,
+                                       image_size=self.dataset.image_size).to(self.device)  # fmt: skip
         self.method = self.method_cls(self.config, self.device)
         self.null_method = self.method.null_edit()
         self.loss_networks = self.method.loss_networks()
@@ -135,14 +144,16 @@ class Run:
         # as run.json stores it (tuples become lists), so that a resumed run compares equal
         self.identity = as_stored({
             "method": spec.method,
-            "dataset": spec.dataset,
+            "dataset": self.dataset_name,
+            **({"dataset_source": self.dataset.record_source} if getattr(self.dataset, "record_source", None) else {}),
             "attribute": self.attribute,
             "classifier": self.classifier_name,
             "seed": spec.seed,
             "profile": self.profile,
             "config": self.config.to_dict(),
         })
-        self.record = RunRecord(spec.out or spec.runs_root / f"{spec.dataset}_{self.attr_key}" / self.default_name())
+        run_dir = spec.runs_root / f"{self.dataset_name}_{self.attr_key}" / self.default_name()
+        self.record = RunRecord(spec.out or run_dir)
 
     def default_name(self) -> str:
         digest = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()[:8]

@@ -19,7 +19,22 @@ DATASETS.lazy(
 )
 
 
-def get_dataset(name: str) -> Dataset:
+DATASETS.lazy(
+    "imagefolder",
+    "cfbench.datasets.imagefolder:ImageFolder",
+    description="Your images: --dataset imagefolder:PATH, PATH/labels.csv (image + one 0/1 column per attribute)",
+    paper="cfbench",
+)
+
+
+def get_dataset(name: str, resolution: int | None = None) -> Dataset:
+    """The dataset ``name``: a registered one, or ``imagefolder:PATH`` (your images, at
+    their ``dataset.json`` resolution, else ``resolution``, the classifier's, else 128)."""
+    kind, sep, path = name.partition(":")
+    if sep and kind == "imagefolder":
+        from cfbench.datasets.imagefolder import ImageFolder
+
+        return ImageFolder(path, default_resolution=resolution)
     return DATASETS.get(name)()
 
 
