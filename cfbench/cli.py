@@ -15,7 +15,7 @@ import click
 
 from cfbench.errors import CfbenchError
 
-KINDS = ("methods", "datasets", "metrics", "classifiers", "networks")
+KINDS = ("methods", "datasets", "metrics", "classifiers", "networks", "weights")
 #: the records behind the published leaderboards (``leaderboards/*.csv|md``)
 PUBLISHED_RUNS = Path("leaderboards") / "runs"
 
@@ -66,6 +66,10 @@ def _registry(kind: str):
         from cfbench.metrics import METRICS as registry
     elif kind == "networks":
         from cfbench.oracles import NETWORKS as registry
+    elif kind == "weights":
+        from cfbench.weights import Listing
+
+        registry = Listing()
     else:
         from cfbench.classifiers import CLASSIFIERS as registry
     return registry
@@ -264,3 +268,101 @@ def zoo_measure(names: tuple[str, ...], eval_size: int, device: str, out: Path |
     for name in names:
         record = remeasure(name, pick_device(device), eval_size, out or WEIGHTS_DIR)
         click.echo(f"{name}: {json.dumps(record['measured'])}")
+
+
+@main.group("weights")
+def weights_group() -> None:
+    """The published weights cfbench reads: list, locate, verify and download them
+    (into $CFBENCH_HOME/weights, default ~/.cache/cfbench/weights)."""
+
+
+@weights_group.command("list")
+@one_line_errors
+def weights_list() -> None:
+    """Each entry: name, file (and the name it is published under), cached or not, size,
+    sha256 pin, how to get it and its URL."""
+    from cfbench.download import human
+    from cfbench.weights import WEIGHTS, cache_state
+
+    rows, published = [("name", "file", "state", "size", "sha256", "source")], {}
+    for name, item in WEIGHTS.items():
+        state = cache_state(item)
+        shown = f"{item.package}/{item.filename}" if item.package else item.filename + ("/" if item.files else "")
+        paths = [path for _, path in item.file_paths()] if state != "not installed" else []
+        sizes = [part.size for part in item.parts()]
+        if None in sizes and paths and all(path.is_file() for path in paths):
+            sizes = [path.stat().st_size for path in paths]
+        size = human(sum(sizes)) if None not in sizes else "?"
+        rows.append((name, shown, state, size, item.pin, f"{item.source}: {item.url}"))
+        if item.published or item.files:
+            published[name] = f"published as {item.published}" if item.published else (
+                f"files {', '.join(part.name for part in item.files)}")
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        click.echo("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[5])
+        if row[0] in published:
+            click.echo(f"  {'':<{widths[0]}}  {published[row[0]]}")
+
+
+@weights_group.command("path")
+@click.argument("name")
+@one_line_errors
+def weights_path(name: str) -> None:
+    """Where NAME is (or goes) here; the name it is published under on stderr where it differs."""
+    from cfbench.weights import entry
+
+    item = entry(name)
+    click.echo(str(item.path()))
+    if item.published:
+        click.echo(f"note: {name} is published as {item.published} at {item.url}", err=True)
+
+
+@weights_group.command("verify")
+@click.argument("name", required=False)
+@one_line_errors
+def weights_verify(name: str | None) -> None:
+    """sha256 (and size) of the cached files against their pins: one line per file; a
+    mismatch, a truncated file or a web page saved in place of one fails (exit 2)."""
+    from cfbench.download import verify
+    from cfbench.weights import WEIGHTS, cache_state, entry
+
+    items = [entry(name)] if name else [item for item in WEIGHTS.values() if cache_state(item) != "not installed"]
+    checked = bad = 0
+    for item in items:
+        for part, path, result in verify(item):
+            if result is None:
+                if name:
+                    raise CfbenchError(f"{name}: {path} is not here; nothing to verify.")
+                continue
+            checked += 1
+            bad += result.bad
+            click.echo(f"  {result.status:<8}  {item.name}: {path}: {result.detail}")
+    if not checked:
+        click.echo("no published weights are cached yet (cfbench weights list)")
+    if bad:
+        raise CfbenchError(f"{bad} of {checked} cached weight files failed verification (lines above).")
+
+
+@weights_group.command("fetch")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--no-progress", is_flag=True, help="hide the progress bar")
+@one_line_errors
+def weights_fetch(names: tuple[str, ...], no_progress: bool) -> None:
+    """Download NAMES into $CFBENCH_HOME/weights (resuming a partial download, checking
+    size and sha256); one line each for entries that must be downloaded by hand, and
+    with CFBENCH_OFFLINE=1, which never touches the network."""
+    from cfbench.download import fetch
+    from cfbench.weights import entry
+
+    for name in names:
+        entry(name)  # an unknown name fails before anything is downloaded
+    failed = 0
+    for name in names:
+        try:
+            for line in fetch(name, progress=not no_progress):
+                click.echo(line)
+        except CfbenchError as e:
+            click.echo(f"error: {e}", err=True)
+            failed += 1
+    if failed:
+        sys.exit(2)
