@@ -65,9 +65,9 @@ class LDCEConfig(MethodConfig):
         "cin256-v2", "LDCE §4 (implementation details), App. B",
         "the latent diffusion model, a name of cfbench.diffusion.backbones (cin256-v2, minisd, synthfaces-ldm)",
     )  # fmt: skip
-    weights_path: str = hparam("", "cfbench", "read the backbone from this checkpoint (the published ones: required)")
+    weights_path: str = hparam("", "cfbench", "read the backbone from this checkpoint instead of the weights cache")
     text_encoder: str = hparam("", "lmb-freiburg/ldce `configs/stable-diffusion/v1-inference.yaml` (FrozenCLIPEmbedder)",
-                               "folder of the CLIP ViT-L/14 tokenizer and config (LDCE-txt)")
+                               "folder of the CLIP ViT-L/14 tokenizer and config (LDCE-txt; default: the weights cache)")
     variant: str = hparam("cls", "LDCE §3.2 (LDCE-cls, LDCE-txt)", "cls: class/attribute-conditional backbone; "
                           "txt: text-conditional", choices=VARIANTS)
     query: str = hparam("", "cfbench", "the query the condition asks for (set from --attr)")

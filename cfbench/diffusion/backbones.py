@@ -115,11 +115,11 @@ LDM_PROCESS = {"num_timesteps": 1000, "schedule": "scaled_linear", "variance": "
                "steps_offset": 1, "set_alpha_to_one": False}
 for _record in (
     # LDCE-txt (LDCE §4, App. B): miniSD, Stable Diffusion v1 fine-tuned at 256 px (`configs/stable-diffusion/v1-inference.yaml`)
-    BackboneRecord("minisd", "ldm", "file", 256, {**LDM_PROCESS, "beta_start": 0.00085, "beta_end": 0.012},
+    BackboneRecord("minisd", "ldm", "published:minisd", 256, {**LDM_PROCESS, "beta_start": 0.00085, "beta_end": 0.012},
                    "cfbench.diffusion.ldm:MINI_SD", source="LDCE-txt (justinpinkney/miniSD `miniSD.ckpt`)",
                    conditioning="text"),
     # LDCE-cls (LDCE §4, App. B): the class-conditional ImageNet LDM (`configs/latent-diffusion/cin256-v2.yaml`)
-    BackboneRecord("cin256-v2", "ldm", "file", 256, {**LDM_PROCESS, "beta_start": 0.0015, "beta_end": 0.0195},
+    BackboneRecord("cin256-v2", "ldm", "published:cin256-v2", 256, {**LDM_PROCESS, "beta_start": 0.0015, "beta_end": 0.0195},
                    "cfbench.diffusion.ldm:CIN256_V2", source="LDCE-cls (CompVis/latent-diffusion cin256-v2)",
                    conditioning="class"),
 ):  # fmt: skip
@@ -175,8 +175,9 @@ PROMPTS = {"smile": ("a photo of a non-smiling person", "a photo of a smiling pe
 def create_latent_backbone(name: str, respacing: str | int | None = None, path: Path | str | None = None,
                            text_encoder: Path | str | None = None) -> LatentBackbone:
     """The latent diffusion backbone ``name``: the zoo's attribute-conditional model, or a
-    published checkpoint read from ``path`` (LDCE-txt's text encoder files from
-    ``text_encoder``), with its process respaced by ``respacing``."""
+    published checkpoint read from ``path`` or the weights cache (LDCE-txt's CLIP tokenizer
+    and config from ``text_encoder`` or the cache's ``clip-vit-large-patch14``), with its
+    process respaced by ``respacing``."""
     record = BACKBONES.get(name)
     if record.kind != "ldm":
         raise CfbenchError(f"backbone {name} is not a latent diffusion model (it is a {record.kind}).")
@@ -203,12 +204,17 @@ def create_latent_backbone(name: str, respacing: str | int | None = None, path: 
         return LatentBackbone(name, unet, first_stage, process, space, attribute_states,
                               lambda n: torch.full((n, len(ATTRIBUTES)), UNKNOWN, dtype=torch.long),
                               {f"backbone {name}": unet, f"first stage {entry.first_stage}": first_stage})
-    if path is None:
-        raise CfbenchError(f"backbone {name} is read from a file of yours ({record.source}): give its path (weights_path).")
     from cfbench.diffusion.ldm import load_ldm_checkpoint
+    from cfbench.weights import locate
 
+    kind, _, published = record.weights.partition(":")
+    if kind == "file" and path is None:
+        raise CfbenchError(f"backbone {name} is read from a file of yours ({record.source}): give its path (weights_path).")
+    found = Path(path).expanduser() if path else locate(published)
+    if record.conditioning == "text" and text_encoder is None:
+        text_encoder = locate("clip-vit-large-patch14")
     module, _, attribute = record.architecture.partition(":")
-    parts = load_ldm_checkpoint(Path(path).expanduser(), getattr(importlib.import_module(module), attribute),
+    parts = load_ldm_checkpoint(found, getattr(importlib.import_module(module), attribute),
                                 Path(text_encoder).expanduser() if text_encoder else None)
 
     def network(z: Tensor, t: Tensor, context: Tensor) -> Tensor:
