@@ -38,6 +38,18 @@ CLASSIFIERS.lazy(
     description="synthfaces Smiling classifier trained where Rosy_Cheeks always co-occurs (planted shortcut)",
     paper="cfbench zoo",
 )
+CLASSIFIERS.lazy(
+    "celeba-densenet121",
+    "cfbench.published_classifiers:celeba_densenet121",
+    description="DiVE/DiME CelebA DenseNet-121, 40 attribute logits, 128 px (classifier.pth in the weights cache)",
+    paper="Rodriguez et al., ICCV 2021 (DiVE); explained by DiME, ACCV 2022 and ACE, CVPR 2023",
+)
+CLASSIFIERS.lazy(
+    "celebahq-densenet",
+    "cfbench.published_classifiers:celebahq_densenet",
+    description="STEEX CelebA-HQ DecisionDensenet (DenseNet-121): Male, Smiling, Young; 256 px (its checkpoint.tar)",
+    paper="Jacob et al., ECCV 2022 (STEEX); explained by ACE, CVPR 2023, LDCE and GCD, ECCV 2024",
+)
 
 
 #: what a classifier of yours declares (``--classifier-opt KEY=VALUE`` or a classifier file's keys)

@@ -122,6 +122,8 @@ def _parse_seeds(text: str) -> list[int]:
               "registered name, module:factory, a TorchScript .pt/.ts file or a .yaml/.json classifier file")
 @click.option("--classifier-opt", "classifier_opts", multiple=True, metavar="KEY=VALUE",
               help="what your --classifier expects and returns: range=-1,1, index=I, logits=2, resolution=R")
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="the dataset's folder, or the folder holding celeba/ and celebahq/ (default: $CFBENCH_DATA)")
 @click.option("--n", "n", default=100, show_default=True, type=int, help="first N images of the evaluation split")
 @click.option("--batch-size", default=8, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -142,10 +144,12 @@ def _parse_seeds(text: str) -> list[int]:
               help="published run records shown beside yours in the local leaderboards (skipped when absent)")
 @click.option("--no-progress", is_flag=True, help="hide the progress bar")
 @one_line_errors
-def run(method, dataset, attr, classifier, classifier_opts, n, batch_size, seed, seeds, device, profile, sets, out,
-        runs_root, protocol, extra_metrics, networks, leaderboards, published, no_progress) -> None:  # fmt: skip
+def run(method, dataset, attr, classifier, classifier_opts, data_root, n, batch_size, seed, seeds, device, profile,
+        sets, out, runs_root, protocol, extra_metrics, networks, leaderboards, published, no_progress) -> None:  # fmt: skip
     """Generate counterfactuals, compute the metrics and record the run (resumable); then
     refresh the local leaderboards (the published ones change only by `cfbench leaderboard`)."""
+    if data_root is not None:  # the environment, so that a metric that rebuilds the dataset (CD) finds it too
+        os.environ["CFBENCH_DATA"] = str(data_root.expanduser().resolve())
     from cfbench.leaderboard import build_leaderboards
     from cfbench.runner import Run, RunSpec
 
@@ -197,6 +201,57 @@ def leaderboard(runs_root: Path, out: Path, reference: Path | None) -> None:
 
     for path in build_leaderboards([runs_root, out / "runs"], out, reference):
         click.echo(str(path))
+
+
+@main.command()
+@click.option("--dataset", default="synthfaces", show_default=True, help="dataset plugin (see `cfbench list datasets`)")
+@click.option("--attr", required=True, help="attribute to flip: a query (smile, age) or an attribute name")
+@click.option("--methods", default=None, metavar="M1,M2,…", help="methods to run (default: every registered one)")
+@click.option("--profile", default=None, help="each method's profile of this name where it has one (quick, paper), "
+              "else its default  [default: each method's default]")
+@click.option("--n", "n", default=100, show_default=True, type=int, help="first N images of the evaluation split")
+@click.option("--classifier", default=None, help="classifier to explain (default: the dataset's for --attr)")
+@click.option("--runs", "runs_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+@click.option("--set", "sets", multiple=True, metavar="METHOD.KEY=VALUE",
+              help="override a hyperparameter of one method, e.g. --set gcd.fits=1 (repeatable)")
+@click.option("--batch-size", default=8, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--metric", "extra_metrics", multiple=True, metavar="NAME", help="a metric to compute besides the protocol's")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--no-progress", is_flag=True, help="hide the progress bars")
+@one_line_errors
+def suite(dataset, attr, methods, profile, n, classifier, runs_root, sets, batch_size, seed, extra_metrics, device,
+          no_progress) -> None:  # fmt: skip
+    """Run every method (or --methods) on the same N images with the same classifier, each a
+    resumable run, then write the report <runs>/<dataset>_<attr>/report/index.html. Re-running
+    the command resumes; a method that fails is listed in the report and the exit code is 1."""
+    from cfbench.leaderboard import build_leaderboards
+    from cfbench.suite import SuiteSpec, parse_method_sets, parse_methods, run_suite
+
+    result = run_suite(SuiteSpec(
+        dataset=dataset, attr=attr, methods=parse_methods(methods), profile=profile, n=n, classifier=classifier,
+        runs_root=runs_root, overrides=parse_method_sets(sets), device=device, batch_size=batch_size, seed=seed,
+        extra_metrics=tuple(extra_metrics), progress=not no_progress,
+    ), echo=click.echo)  # fmt: skip
+    build_leaderboards([runs_root, PUBLISHED_RUNS], runs_root / "leaderboards")
+    click.echo(f"report: {result.report}")
+    if result.failed:
+        names = ", ".join(entry["method"] for entry in result.failed)
+        click.echo(f"error: {len(result.failed)} of {len(result.entries)} methods failed ({names}); "
+                   f"the report lists why: {result.report}", err=True)  # fmt: skip
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("runs_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="report folder  [default: RUNS_DIR/report]")
+@one_line_errors
+def report(runs_dir: Path, out: Path | None) -> None:
+    """Write the HTML report (index.html and its images) of the runs in RUNS_DIR, e.g.
+    runs/synthfaces_smile (the last `cfbench suite` there, else every finished run)."""
+    from cfbench.report import build_report
+
+    click.echo(str(build_report(runs_dir, out)))
 
 
 @main.group()

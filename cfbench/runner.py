@@ -87,6 +87,8 @@ class Run:
         self.dataset = get_dataset(spec.dataset, getattr(self.classifier_spec, "resolution", None))
         #: how records name the dataset: its registry name, or a file-name-safe one for imagefolder:PATH
         self.dataset_name = getattr(self.dataset, "record_name", None) or spec.dataset
+        #: the dataset whose method settings and evaluation networks apply (celeba-minival: celeba's)
+        self.family = getattr(self.dataset, "family", "") or spec.dataset
         self.attribute = resolve_attribute(self.dataset, spec.attr)
         self.split = self.dataset.split(self.dataset.eval_split)
         if spec.n > len(self.split):
@@ -111,7 +113,7 @@ class Run:
         roles: set[str] = set()
         for name in self.metric_names:  # every network a metric needs must be known before the run starts
             for role in sorted(ROLES.keys() & METRICS.get(name).needs):
-                network = spec.networks.get(role) or DEFAULTS.get(spec.dataset, {}).get(role)
+                network = spec.networks.get(role) or DEFAULTS.get(self.family, {}).get(role)
                 if network is None:
                     raise CfbenchError(
                         f"metric {name} needs a {role} network, which {spec.dataset} does not name; "
@@ -120,7 +122,7 @@ class Run:
                 self.evaluated_by.setdefault(name, []).append(network)
                 roles.add(role)
         self.profile = spec.profile or self.method_cls.default_profile
-        self.config = self.method_cls.resolve_config(spec.dataset, self.profile, spec.overrides, self.attr_key)
+        self.config = self.method_cls.resolve_config(self.family, self.profile, spec.overrides, self.attr_key)
         self.device = pick_device(spec.device)
         # every network the run needs is located and read before anything is written or generated
         self.network = load_classifier(self.classifier_spec or self.classifier_name, self.attribute,
@@ -134,7 +136,7 @@ class Run:
             if shared:
                 self.flags[f"{term}: {flag_text(loss_network, shared)}"] = shared
         self.eval_networks: dict[str, EvalNetwork] = {
-            role: load_network(role, spec.dataset, spec.networks.get(role)).to(self.device) for role in sorted(roles)
+            role: load_network(role, self.family, spec.networks.get(role)).to(self.device) for role in sorted(roles)
         }
         self.weights = {
             f"classifier {self.classifier_name}": state_digest(self.network),

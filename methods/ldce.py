@@ -101,8 +101,7 @@ class LDCEConfig(MethodConfig):
 
 @METHODS.register("ldce")
 class LDCE(Method):
-    """LDCE: classifier guidance in a latent diffusion model, filtered by consensus with
-    the model's implicit classifier"""
+    """LDCE: classifier guidance in a latent diffusion model, filtered by consensus with its implicit classifier"""
 
     Config = LDCEConfig
     access = "white-box"

@@ -131,6 +131,9 @@ def celeba_oracle(path: Path | None = None) -> EvalNetwork:
     """DiME's CelebA oracle (DiVE's) from ``oracle.pth`` (or ``path``)."""
     found = locate("celeba-oracle", path)
     checkpoint = read_torch(found, "DiVE CelebA oracle checkpoint", WEIGHTS["celeba-oracle"].url)
+    from cfbench.published_classifiers import refuse_other_network  # it reads this module's attribute names
+
+    refuse_other_network(found, checkpoint, "celeba-oracle")
     parts = ("feat_extract", "classifier")
     if not isinstance(checkpoint, dict) or not all(isinstance(checkpoint.get(p), dict) for p in parts):
         raise CfbenchError(
@@ -147,6 +150,9 @@ def celeba_oracle(path: Path | None = None) -> EvalNetwork:
 def celebahq_oracle(path: Path | None = None) -> EvalNetwork:
     """STEEX's CelebAMask-HQ oracle (used by ACE) from its ``checkpoint.tar`` (or ``path``)."""
     found, state = published_state("celebahq-oracle", path, "STEEX oracle checkpoint", "model_state_dict")
+    from cfbench.published_classifiers import refuse_other_network
+
+    refuse_other_network(found, {"model_state_dict": state}, "celebahq-oracle")
     return _oracle_network(
         "celebahq-oracle", steex_oracle(), state, found, "STEEX's OracleResnet (Resnet50_ft_dag + Linear(2048, 40))",
         "STEEX CelebAMask-HQ oracle (VGGFace2 Resnet50_ft_dag + Linear(2048, 40)); logits before STEEX's "

@@ -25,6 +25,24 @@ DATASETS.lazy(
     description="Your images: --dataset imagefolder:PATH, PATH/labels.csv (image + one 0/1 column per attribute)",
     paper="cfbench",
 )
+DATASETS.lazy(
+    "celeba",
+    "cfbench.datasets.celeba:CelebA",
+    description="CelebA aligned faces, 128 px, the val partition (19,867); files in $CFBENCH_DATA/celeba",
+    paper="Liu et al., ICCV 2015; as DiME, ACCV 2022 and ACE, CVPR 2023 read it",
+)
+DATASETS.lazy(
+    "celeba-minival",
+    "cfbench.datasets.celeba:CelebAMiniVal",
+    description="CelebA, 128 px, DiME's mini-val (1,000 val rows drawn with replacement, 966 images)",
+    paper="DiME, ACCV 2022 (utils/minival.csv)",
+)
+DATASETS.lazy(
+    "celebahq",
+    "cfbench.datasets.celeba:CelebAHQ",
+    description="CelebAMask-HQ, 256 px, CelebA's test partition via the mapping; files in $CFBENCH_DATA/celebahq",
+    paper="Lee et al., CVPR 2020 (CelebAMask-HQ); as ACE, CVPR 2023 reads it",
+)
 
 
 def get_dataset(name: str, resolution: int | None = None) -> Dataset:
