@@ -180,7 +180,8 @@ class LDCE(Method):
     def chain(self, x: Tensor, targets: Tensor, classifier: ClassifierHandle, rng: SampleRNG, rows: Tensor,
               counted: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Abduction and guided generation for one chunk; returns the counterfactuals in
-        [0, 1] and per row the UNet evaluations and backward passes. ``counted`` maps each
+        [0, 1] and per row the UNet evaluations and backward passes (each also a backward
+        pass through the decoder). ``counted`` maps each
         row to its sample (−1: padding, not counted by the classifier handle)."""
         cfg, bb = self.config, self.backbone
         process, size = bb.process, tuple(x.shape[-2:])
@@ -207,8 +208,9 @@ class LDCE(Method):
         z = denoise(denoiser, z, self.start, rows=torch.arange(len(x)), sampler="ddim", eps_guidance=guided)
         with torch.no_grad():
             cf = bb.space.decode(bb.decode(z), size)
-        backward = cfg.guidance == "projected" and cfg.backprop_diffusion
-        return cf, denoiser.evals * calls, denoiser.evals * int(backward)
+        # two backward passes a guided step through the UNet (and the decoder): ∇ log p and ∇ L1
+        backward = 2 * int(cfg.guidance == "projected" and cfg.backprop_diffusion)
+        return cf, denoiser.evals * calls, denoiser.evals * backward
 
     def guided_eps(self, z: Tensor, i: int, evaluate, x: Tensor, targets: Tensor, classifier: ClassifierHandle,
                    counted: Tensor) -> Tensor:

@@ -13,10 +13,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize(("method", "evals", "backward"), [("ace", 6.0, 4.0), ("ldce", 10.0, 5.0)])
+@pytest.mark.parametrize(("method", "evals", "backward"), [("ace", 6.0, 4.0), ("ldce", 10.0, 10.0)])
 def test_bench_paper_settings_runs_tiny(method, evals, backward, tmp_path):
     """ACE tiny: τ = 2, 2 attack iterations (2·2 forward and backward) + 2 refinement steps;
-    LDCE tiny: 10 DDIM steps × strength 0.502 = 5 guided steps of 2 UNet evaluations."""
+    LDCE tiny: 10 DDIM steps × strength 0.502 = 5 guided steps of 2 UNet evaluations and 2
+    backward passes."""
     record = tmp_path / "r.json"
     done = subprocess.run([sys.executable, "benchmarks/bench_paper_settings.py", "--method", method, "--tiny",
                            "--batch-sizes", "1", "2", "--device", "cpu", "--record", str(record)],

@@ -114,15 +114,15 @@ def test_classifier_free_guidance_at_scale_1_is_the_conditional_prediction():
 
 
 def test_counts_and_the_null_edit():
-    """Projected guidance: two UNet evaluations (ε_u, ε_c) and one backward pass per step, one
-    classifier gradient per step; the null edit evaluates ε_u once per step and queries nothing."""
+    """Projected guidance: two UNet evaluations (ε_u, ε_c) and two backward passes (∇ log p,
+    ∇ L1) per step, one classifier gradient per step; the null edit evaluates ε_u once per step and queries nothing."""
     backbone = tiny_latent_backbone()
     method = make(backbone)
     steps = method.start  # floor(0.6 * 10) = 6 steps, DDIM indices 5 … 0
     assert steps == 6
     result, handle = explain(method, images(3), torch.tensor([1, 1, 0]))
     assert result.counters["diffusion_evals"].tolist() == [2 * steps] * 3
-    assert result.counters["diffusion_gradients"].tolist() == [steps] * 3
+    assert result.counters["diffusion_gradients"].tolist() == [2 * steps] * 3
     assert handle.gradients.tolist() == [steps] * 3
     null, handle = explain(method.null_edit(), images(3), torch.tensor([1, 1, 0]))
     assert null.counters["diffusion_evals"].tolist() == [steps] * 3
