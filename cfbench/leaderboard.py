@@ -36,6 +36,16 @@ FLAG = "⚑"
 SMALL_N, SMALL_N_METRICS, SMALL_N_MARK = 2000, ("fid", "sfid", "fid_plus"), "†"
 SMALL_N_LEGEND = (f"{SMALL_N_MARK} n < {SMALL_N}: FID, sFID and FID⁺ are dominated by their small-sample bias "
                   "(PROTOCOL.md, Realism at small n); compare them only at equal n, or read KID.")
+#: whether a higher value is better, per metric of the papers' tables: the ↑/↓ of the
+#: markdown's header where no run's metrics.json says (reported rows carry none)
+DIRECTIONS = {
+    "fid": False, "sfid": False, "kid": False, "fva": True, "fs": True, "mnac": False, "cd": False, "cd_spec": False,
+    "cout": True, "s3": True, "fr": True, "fr_null": False, "l1": False, "l2": False, "sigma_l": True,
+    "sigma_l_agree": True, "precision": True, "recall": True, "fid_plus": False, "l1_plus": False, "vq_l2": False,
+    "avg_rank": False, "query_changed": True, "shortcut_changed": True,
+}  # fmt: skip
+#: how a metric's network is named when it is one of the zoo's stand-ins for a paper's network
+STAND_IN = "(stand-in)"
 
 
 def packaged_reference() -> Path:
@@ -70,8 +80,9 @@ def _flags(flags: object) -> str:
     return "; ".join(str(f).strip() for f in flags or () if str(f).strip())
 
 
-def reproduced_rows(runs_root: Path) -> pd.DataFrame:
-    """One row per finished run under ``runs_root`` (a run.json beside a metrics.json)."""
+def reproduced_rows(runs_root: Path, directions: dict[str, bool] | None = None) -> pd.DataFrame:
+    """One row per finished run under ``runs_root`` (a run.json beside a metrics.json);
+    ``directions``, when given, receives each metric's ``higher_is_better``."""
     rows = []
     for info_path in sorted(Path(runs_root).glob("**/run.json")):
         metrics_path = info_path.with_name("metrics.json")
@@ -100,6 +111,8 @@ def reproduced_rows(runs_root: Path) -> pd.DataFrame:
                 row[f"{name}_ci_low"], row[f"{name}_ci_high"] = result["ci"]
             if result.get("network"):
                 networks.append(f"{name}={result['network']}")
+            if directions is not None and result.get("higher_is_better") is not None:
+                directions[name] = bool(result["higher_is_better"])
         row["networks"] = ";".join(networks)
         rows.append(row)
     table = pd.DataFrame(rows)
@@ -126,21 +139,59 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def to_markdown(table: pd.DataFrame, metrics: list[str]) -> str:
-    """A markdown table; a metric with a CI reads ``value [low, high]``; a flagged row's
-    variant carries ``⚑1``, the flag's text listed under the table."""
-    shown = [c for c in table.columns if "_ci_" not in c and c not in ("networks", "flags", "note")]
-    lines = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+def _networks_marker(row: pd.Series) -> str:
+    """``stand-in`` when a metric of a reproduced row was computed by a stand-in network,
+    ``official`` when by the papers' networks only, empty otherwise (reported rows)."""
+    networks = _cell(row.get("networks"))
+    if not networks:
+        return ""
+    return "stand-in" if STAND_IN in networks else "official"
+
+
+def _source(row: pd.Series) -> str:
+    if row.get("source") == "reported":
+        return " ".join(part for part in (_cell(row.get("paper")), _cell(row.get("table"))) if part) or "reported"
+    return _cell(row.get("source"))
+
+
+def to_markdown(table: pd.DataFrame, metrics: list[str], directions: dict[str, bool] | None = None) -> str:
+    """A compact table to compare rows by: source (a reported row's paper and table, or
+    ``reproduced``), method, variant, the papers' metrics (``value [low, high]``, ↑/↓ in the
+    header from ``directions`` or `DIRECTIONS`), n, protocol and a ``networks`` marker
+    (`_networks_marker`), then a legend. A flagged row's variant carries ``⚑1``, the flag's
+    text listed last; FID-family values of small runs carry ``†``. Everything else (run id,
+    seed, each metric's network, the papers' notes, metrics outside the papers' set) is in
+    the CSV; a ``classifier`` column appears only where the rows explain several."""
+    directions = {**DIRECTIONS, **(directions or {})}
+    reported = table[table["source"] == "reported"] if "source" in table else table.iloc[:0]
+    shown_metrics = [m for m in metrics if m in METRIC_ORDER
+                     or (m in reported and reported[m].notna().any())]  # fmt: skip
+    classifiers = {c for c in table.get("classifier", pd.Series(dtype=object)).map(_cell) if c}
+    markers = [_networks_marker(row) for _, row in table.iterrows()]
+    # a board of the papers' numbers alone has neither
+    provenance = [c for c in ("n", "protocol") if c in table and table[c].map(_cell).any()]
+    columns = ["source", "method", "variant", *(["classifier"] if len(classifiers) > 1 else []), *shown_metrics,
+               *provenance, *(["networks"] if any(markers) else [])]  # fmt: skip
+    arrows = {True: " ↑", False: " ↓"}
+    header = [f"{c}{arrows.get(directions.get(c), '')}" if c in shown_metrics else c for c in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(columns)]
     legend: dict[str, int] = {}  # flag text -> its number, in order of appearance
     small_n = False
-    for _, row in table.iterrows():
+    for (_, row), marker in zip(table.iterrows(), markers):
         cells = []
         flags = [f for f in _cell(row.get("flags")).split("; ") if f]
         n = pd.to_numeric(row.get("n"), errors="coerce")
-        for column in shown:
-            text = _cell(row[column])
+        for column in columns:
+            if column == "source":
+                text = _source(row)
+            elif column == "networks":
+                text = marker
+            elif column == "n":
+                text = "" if pd.isna(n) else str(int(n))
+            else:
+                text = _cell(row.get(column))
             low = row.get(f"{column}_ci_low")
-            if column in metrics and text and low is not None and not pd.isna(low):
+            if column in shown_metrics and text and low is not None and not pd.isna(low):
                 text += f" [{_cell(low)}, {_cell(row[f'{column}_ci_high'])}]"
             if column in SMALL_N_METRICS and text and n < SMALL_N:
                 text, small_n = text + f" {SMALL_N_MARK}", True
@@ -148,6 +199,14 @@ def to_markdown(table: pd.DataFrame, metrics: list[str]) -> str:
                 text += f" {FLAG}" + ",".join(str(legend.setdefault(f, len(legend) + 1)) for f in flags)
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "↑ higher is better, ↓ lower is better; a value reads `value [95% CI]`; n: the images a run "
+              "explained; source: the paper and table of a published number, or `reproduced` (a cfbench run)."]
+    if any(markers):
+        lines += ["", f"networks: `stand-in` where a metric of the row was computed by a stand-in evaluation "
+                  "network (not the papers' network: compare such numbers only with each other), `official` where "
+                  "by the papers' networks only."]
+    lines += ["", "Run ids, seeds, classifiers, each metric's network, the papers' notes and the metrics outside the "
+              "papers' set are in the CSV beside this file."]
     if legend or small_n:
         lines += ["", *(f"- {FLAG}{number} {text}" for text, number in legend.items())]
         lines += [f"- {SMALL_N_LEGEND}"] if small_n else []
@@ -168,7 +227,8 @@ def build_leaderboards(
     reference = reported_rows(reference_dir or packaged_reference())
     roots = [runs_roots] if isinstance(runs_roots, (str, Path)) else runs_roots
     roots = dict.fromkeys(Path(root).resolve() for root in roots)
-    reproduced = pd.concat([reproduced_rows(root) for root in roots], ignore_index=True)
+    directions: dict[str, bool] = {}  # metric -> higher_is_better, as the runs' metrics.json say
+    reproduced = pd.concat([reproduced_rows(root, directions) for root in roots], ignore_index=True)
     if not reproduced.empty:  # a run in two folders is one row, the first's, unless its n differs
         reproduced = reproduced.drop_duplicates(["run_id", "n"], keep="first")
     table = pd.concat([reference, reproduced], ignore_index=True)
@@ -184,7 +244,7 @@ def build_leaderboards(
             path = out_dir / f"{dataset}_{attr}.csv"
             atomic_write_text(path, group.to_csv(index=False, float_format="%.6g"))
             metrics = [c for c in columns if c not in (*ROW_KEYS, *PROVENANCE) and "_ci_" not in c]
-            atomic_write_text(path.with_suffix(".md"), f"# {dataset} / {attr}\n\n" + to_markdown(group, metrics))
+            atomic_write_text(path.with_suffix(".md"), f"# {dataset} / {attr}\n\n" + to_markdown(group, metrics, directions))
             written.append(path)
         for path in sorted(set(out_dir.glob("*.csv")) - set(written)):  # a board whose rows are all gone
             if path.read_text().startswith("source,"):

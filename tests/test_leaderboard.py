@@ -58,8 +58,10 @@ def test_reproduced_rows_carry_provenance(runs, tmp_path):
     assert float(board[0]["fr"]) == 0 and float(board[1]["fr"]) >= 90
     assert "fid" not in board[0]  # nobody has it for toy: no column
     md = (tmp_path / "boards" / "toy_bright.md").read_text()
-    assert md.startswith("# toy / bright\n\n| source | paper | table |")
-    assert "| reproduced |" in md and "0 [0, 0]" in md
+    # compact: source, method, variant, the papers' metrics with ↑/↓, n and protocol; the rest is in the CSV
+    assert md.startswith("# toy / bright\n\n| source | method | variant | fr ↑ | l1 ↓ | l2 ↓ | n | protocol |\n")
+    assert "| reproduced | identity | paper | 0 [0, 0] |" in md and "| 8 | cfbench-v1 |" in md
+    assert "run_id" not in md and "toy-bright" not in md and "↑ higher is better, ↓ lower is better" in md
 
 
 def test_a_run_published_into_the_leaderboards_is_one_row(runs, tmp_path):
@@ -206,7 +208,8 @@ def test_missing_metrics_are_empty_cells_never_zero(runs, tmp_path):
     assert identity["l1"] == "0" and identity["fr"] == "0"
     assert list(board[0])[:9] == ["source", "paper", "table", "dataset", "attr", "method", "variant", "fid", "fr"]
     md = (tmp_path / "boards" / "toy_bright.md").read_text()
-    assert "| reported | toypaper | Table 9 | toy | bright | Oracle |  | 12.5 | 97 |  |" in md
+    assert "| toypaper Table 9 | Oracle |  | 12.5 | 97 |  |" in md
+    assert md.splitlines()[2].startswith("| source | method | variant | fid ↓ | fr ↑ | l1 ↓ |")  # reported: fixed directions
 
 
 def test_regenerating_gives_byte_identical_files(runs, tmp_path):
