@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from tqdm import tqdm
 from cfbench.classifiers import load_classifier, parse_classifier
 from cfbench.datasets import get_dataset, resolve_attribute
 from cfbench.environment import describe_environment
-from cfbench.errors import CfbenchError
+from cfbench.errors import CfbenchError, MissingWeights
 from cfbench.files import atomic_write_bytes, atomic_write_text, exclusive_lock
 from cfbench.handles import make_handle
 from cfbench.losses import flag_text, overlaps
@@ -33,7 +34,7 @@ from cfbench.methods import METHODS
 from cfbench.oracles import DEFAULTS, NETWORKS, ROLES, EvalNetwork, load_network
 from cfbench.randomness import SampleRNG, sample_seed
 from cfbench.record import RunRecord, as_stored, json_text, png_bytes, quantize
-from cfbench.weights import state_digest
+from cfbench.weights import missing_weights_line, state_digest
 from cfbench.visualize import comparison_grid
 
 GRID_SAMPLES = 8
@@ -124,10 +125,26 @@ class Run:
         self.profile = spec.profile or self.method_cls.default_profile
         self.config = self.method_cls.resolve_config(self.family, self.profile, spec.overrides, self.attr_key)
         self.device = pick_device(spec.device)
-        # every network the run needs is located and read before anything is written or generated
-        self.network = load_classifier(self.classifier_spec or self.classifier_name, self.attribute,
-                                       image_size=self.dataset.image_size).to(self.device)  # fmt: skip
-        self.method = self.method_cls(self.config, self.device)
+        # every network the run needs is located and read before anything is written or generated;
+        # the published files that are missing are listed together, in one line
+        missing: list[str] = []
+
+        def gather(load: Callable[[], Any]) -> Any:
+            try:
+                return load()
+            except MissingWeights as e:
+                missing.append(e.name)
+                return None
+
+        self.network = gather(lambda: load_classifier(self.classifier_spec or self.classifier_name, self.attribute,
+                                                      image_size=self.dataset.image_size).to(self.device))
+        self.method = gather(lambda: self.method_cls(self.config, self.device))
+        self.eval_networks: dict[str, EvalNetwork] = {
+            role: gather(lambda role=role: load_network(role, self.family, spec.networks.get(role)).to(self.device))
+            for role in sorted(roles)
+        }
+        if missing:
+            raise CfbenchError(missing_weights_line(missing))
         self.null_method = self.method.null_edit()
         self.loss_networks = self.method.loss_networks()
         self.flags: dict[str, list[str]] = {}  # flag text -> the metrics it concerns
@@ -135,9 +152,6 @@ class Run:
             shared = overlaps(loss_network, self.evaluated_by)  # refused unless the loss network flags it
             if shared:
                 self.flags[f"{term}: {flag_text(loss_network, shared)}"] = shared
-        self.eval_networks: dict[str, EvalNetwork] = {
-            role: load_network(role, self.family, spec.networks.get(role)).to(self.device) for role in sorted(roles)
-        }
         self.weights = {
             f"classifier {self.classifier_name}": state_digest(self.network),
             **{name: state_digest(module) for name, module in self.method.networks().items()},

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cfbench.errors import CfbenchError
+from cfbench.errors import CfbenchError, MissingWeights
 
 if TYPE_CHECKING:
     from torch import nn
@@ -291,8 +291,24 @@ def locate(name: str, path: Path | str | None = None) -> Path:
     present = found.is_dir() and all((found / f.name).is_file() for f in item.files) if item.files else found.is_file()
     if not present:
         what = f"{item.filename} ({', '.join(f.name for f in item.files)})" if item.files else item.filename
-        raise CfbenchError(f"{name}: {what} not found at {found}; {how_to_get(item)}.")
+        raise MissingWeights(f"{name}: {what} not found at {found}; {how_to_get(item)}.", name)
     return found
+
+
+def missing_weights_line(missing: list[str]) -> str:
+    """One line for every published file a run needs and lacks (entry names): which
+    files, where they go, the `cfbench weights fetch` command for those with a direct link
+    and the pages of the others."""
+    items = [entry(name) for name in dict.fromkeys(missing)]
+    fetch = [item.name for item in items if item.direct]
+    by_hand = [f"{item.filename} from {item.url}" for item in items if not item.direct and not item.package]
+    line = (f"missing weights: {', '.join(f'{item.filename} ({item.name})' for item in items)} in "
+            f"{home() / 'weights'}")
+    if fetch:
+        line += f"; get them with `cfbench weights fetch {' '.join(fetch)}`"
+    if by_hand:
+        line += f"; download by hand: {'; '.join(by_hand)}"
+    return line + "."
 
 
 class Listing:

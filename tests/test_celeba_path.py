@@ -310,3 +310,21 @@ def test_an_oracle_given_a_classifier_file_says_so(dime_classifier) -> None:
     with pytest.raises(CfbenchError, match=r"holds the DiVE/DiME CelebA DenseNet-121 classifier \(celeba-densenet121, "
                                            r"classifier\.pth\), not the DiVE/DiME CelebA attribute oracle"):
         celeba_oracle(dime_classifier[0])
+
+
+def test_a_paper_setting_run_lists_every_missing_file_in_one_line(workdir: Path) -> None:
+    """DiME on celeba at the paper's protocol with an empty weights cache: the classifier,
+    the backbone and every evaluation network, in one line, with the fetch command for the
+    files that have a direct link; nothing is written."""
+    make_celeba(workdir / "data" / "celeba", "csv")
+    env = {"CFBENCH_DATA": str(workdir / "data"), "CFBENCH_HOME": str(workdir / "home")}
+    result = invoke("run", "--method", "dime", "--dataset", "celeba", "--attr", "smile", "--n", "2", "--device", "cpu",
+                    "--no-progress", env=env)  # fmt: skip
+    assert result.exit_code != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: missing weights: "), result.output
+    for name in ("celeba-densenet121", "ddpm-celeba128", "celeba-oracle", "vggface2-resnet50", "inception-v3-fid",
+                 "simsiam-resnet50"):
+        assert f"{WEIGHTS[name].filename} ({name})" in lines[0]
+    assert re.search(r"`cfbench weights fetch [^`]*inception-v3-fid[^`]*`", lines[0])
+    assert not (workdir / "runs").exists()
