@@ -200,16 +200,23 @@ def _load(model: DenseNetAttributes, state: Mapping[str, torch.Tensor], found: P
     return model.eval()
 
 
+def _read_published(name: str, path: Path | str | None, what: str) -> tuple[Path, object]:
+    """The file of published classifier ``name`` (or ``path``) and what it holds, refused in
+    one line when it holds another network or something unrecognised."""
+    found = locate(name, path)
+    content = read_torch(found, what, WEIGHTS[name].url)
+    refuse_other_network(found, content, name)
+    if describe_checkpoint(content) != name:
+        raise _wrong_file(found, None, name)
+    return found, content
+
+
 def celeba_densenet121(attribute: str, path: Path | str | None = None) -> PublishedClassifier:
     """DiME's CelebA DenseNet-121 (DiVE's) from ``classifier.pth`` (or ``path``): the logit
     of ``attribute``, any of the 40 CelebA attributes (DiME/ACE explain Smiling and Young)."""
     name = "celeba-densenet121"
     index = _query_index(name, CELEBA_ATTRIBUTES, attribute)
-    found = locate(name, path)
-    content = read_torch(found, "DiME CelebA classifier checkpoint", WEIGHTS[name].url)
-    refuse_other_network(found, content, name)
-    if describe_checkpoint(content) != name:
-        raise _wrong_file(found, None, name)
+    found, content = _read_published(name, path, "DiME CelebA classifier checkpoint")
     state = {f"{part}.{key}": value for part in ("feat_extract", "classifier") for key, value in content[part].items()}
     model = _load(dive_densenet121(), state, found, "DiVE's DenseNet-121 + Linear(1024, 40)")
     return PublishedClassifier(model, index, 128, name, attribute)
@@ -220,11 +227,7 @@ def celebahq_densenet(attribute: str, path: Path | str | None = None) -> Publish
     logit of Male, Smiling or Young."""
     name = "celebahq-densenet"
     index = _query_index(name, STEEX_ATTRIBUTES, attribute)
-    found = locate(name, path)
-    content = read_torch(found, "STEEX CelebA-HQ classifier checkpoint", WEIGHTS[name].url)
-    refuse_other_network(found, content, name)
-    if describe_checkpoint(content) != name:
-        raise _wrong_file(found, None, name)
+    found, content = _read_published(name, path, "STEEX CelebA-HQ classifier checkpoint")
     model = _load(steex_decision_densenet(), content["model_state_dict"], found,
                   "STEEX's DecisionDensenet (DenseNet-121 + Linear(1024, 3))")  # fmt: skip
     return PublishedClassifier(model, index, 256, name, attribute)
