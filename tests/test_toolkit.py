@@ -219,7 +219,8 @@ def test_a_missing_evaluation_network_stops_the_run_before_anything_is_generated
     result = invoke("run", "--method", "pgd", "--dataset", "synthfaces", "--attr", "smile", "--n", "1",
                     "--no-progress", "--network", "identity=vggface2-resnet50")  # fmt: skip
     assert result.exit_code == 2
-    assert "resnet50_ft_weight.pkl not found" in assert_one_error_line(result.stderr, result.stdout)
+    line = assert_one_error_line(result.stderr, result.stdout)
+    assert "missing weights: resnet50_ft_weight.pkl (vggface2-resnet50)" in line
     assert not (workdir / "runs").exists()
 
 
