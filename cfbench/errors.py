@@ -6,9 +6,9 @@ class CfbenchError(Exception):
 
 
 class MissingWeights(CfbenchError):
-    """A published weight file that is not where it was looked for; ``name`` is its entry
-    in `cfbench.weights.WEIGHTS`, so that a run can list every missing file at once."""
+    """Published weight files that are not where they were looked for; ``names`` are their
+    entries in `cfbench.weights.WEIGHTS`, so that a run can list every missing file at once."""
 
-    def __init__(self, message: str, name: str):
+    def __init__(self, message: str, *names: str):
         super().__init__(message)
-        self.name = name
+        self.names = list(names)

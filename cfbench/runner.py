@@ -133,7 +133,7 @@ class Run:
             try:
                 return load()
             except MissingWeights as e:
-                missing.append(e.name)
+                missing.extend(e.names)
                 return None
 
         self.network = gather(lambda: load_classifier(self.classifier_spec or self.classifier_name, self.attribute,

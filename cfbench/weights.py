@@ -25,7 +25,7 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 from cfbench.errors import CfbenchError, MissingWeights
 
@@ -293,6 +293,20 @@ def locate(name: str, path: Path | str | None = None) -> Path:
         what = f"{item.filename} ({', '.join(f.name for f in item.files)})" if item.files else item.filename
         raise MissingWeights(f"{name}: {what} not found at {found}; {how_to_get(item)}.", name)
     return found
+
+
+def load_all(*loaders: Callable[[], Any]) -> list[Any]:
+    """Call every loader, also after one lacks its published file, so that a network that
+    needs several files names all the missing ones in one `MissingWeights`."""
+    loaded, missing = [], []
+    for load in loaders:
+        try:
+            loaded.append(load())
+        except MissingWeights as e:
+            missing.extend(e.names)
+    if missing:
+        raise MissingWeights(missing_weights_line(missing), *missing)
+    return loaded
 
 
 def missing_weights_line(missing: list[str]) -> str:

@@ -57,6 +57,7 @@ from cfbench.handles import ClassifierHandle
 from cfbench.losses import LOSS_NETWORKS
 from cfbench.methods import METHODS, Counterfactuals, Method, MethodConfig, hparam
 from cfbench.randomness import SampleRNG
+from cfbench.weights import load_all
 
 VARIANTS = ("dime", "direct", "naive", "early_stop", "unconditional")
 
@@ -158,15 +159,16 @@ class DiME(Method):
         super().__init__(config, device)
         if not config.classifier_scales:
             raise CfbenchError("dime: classifier_scales is empty; give at least one scale.")
-        self.backbone = backbone or create_backbone(config.backbone, config.respacing, config.weights_path or None)
+        self.backbone, self.perceptual = load_all(
+            lambda: backbone or create_backbone(config.backbone, config.respacing, config.weights_path or None),
+            lambda: (perceptual or LOSS_NETWORKS.get(config.perceptual).create(
+                layer=config.perceptual_layer, path=config.perceptual_path or None)) if self.uses_perceptual else None,
+        )  # fmt: skip
         self.backbone.model.to(self.device).eval()
         n = self.backbone.process.num_timesteps
         if not 1 <= config.tau < n:
             raise CfbenchError(f"dime: tau={config.tau} must be in 1..{n - 1} for {n} respaced steps.")
-        self.perceptual = None
-        if self.uses_perceptual:
-            self.perceptual = perceptual or LOSS_NETWORKS.get(config.perceptual).create(
-                layer=config.perceptual_layer, path=config.perceptual_path or None)
+        if self.perceptual is not None:
             self.perceptual = self.perceptual.to(self.device).eval()
 
     @property

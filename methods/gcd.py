@@ -56,6 +56,7 @@ from cfbench.losses import LOSS_NETWORKS
 from cfbench.methods import METHODS, Counterfactuals, Method, MethodConfig, hparam
 from cfbench.randomness import SampleRNG
 from cfbench.record import quantize
+from cfbench.weights import load_all
 
 DIRECTION = re.compile(r"^(none|h|[gh][1-9][0-9]*|h[1-9][0-9]*\+)$")
 DIRECTIONS_FILE = "directions.pt"
@@ -270,13 +271,16 @@ class GCD(Method):
             raise CfbenchError("gcd: weight_cls and weight_lpips must give one weight each per g-direction.")
         if len(config.proxy_weights) != 2 or len(config.selection_weights) != 2:
             raise CfbenchError("gcd: proxy_weights and selection_weights take two values (logit, LPIPS).")
-        self.backbone = backbone or create_backbone(config.backbone, None, config.weights_path or None)
+        self.backbone, self.loss = load_all(
+            lambda: backbone or create_backbone(config.backbone, None, config.weights_path or None),
+            lambda: loss or LOSS_NETWORKS.get(config.loss_network).create(),
+        )
         if self.backbone.record.kind != "diffae":
             raise CfbenchError(f"gcd: backbone {config.backbone} is not a Diffusion Autoencoder.")
         self.backbone.model.to(self.device).eval().requires_grad_(False)
         self.encode_process = self.backbone.record.make_process(f"ddim{config.encode_steps}")
         self.render_process = self.backbone.record.make_process(f"ddim{config.render_steps}")
-        self.loss = (loss or LOSS_NETWORKS.get(config.loss_network).create()).to(self.device).eval()
+        self.loss = self.loss.to(self.device).eval()
         self.loss.requires_grad_(False)
         self.fitted: Directions | None = None
         if config.directions:  # read and checked now, before a run writes anything

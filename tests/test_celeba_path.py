@@ -5,6 +5,8 @@ their containers, one-line errors for a wrong or missing file, and `cfbench run`
 end on CelebA with a random-weight classifier in the weights cache."""
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -16,6 +18,7 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms
 from torchvision.models import densenet121
+from torchvision.models.vgg import cfgs, make_layers
 
 from cfbench.classifiers import CLASSIFIERS, load_classifier
 from cfbench.datasets import get_dataset
@@ -312,19 +315,94 @@ def test_an_oracle_given_a_classifier_file_says_so(dime_classifier) -> None:
         celeba_oracle(dime_classifier[0])
 
 
-def test_a_paper_setting_run_lists_every_missing_file_in_one_line(workdir: Path) -> None:
-    """DiME on celeba at the paper's protocol with an empty weights cache: the classifier,
-    the backbone and every evaluation network, in one line, with the fetch command for the
-    files that have a direct link; nothing is written."""
+EVALUATION = ("celeba-oracle", "vggface2-resnet50", "inception-v3-fid", "simsiam-resnet50")
+
+
+@pytest.mark.parametrize("method, needs", [
+    ("dime", ("ddpm-celeba128", "vgg19-imagenet")),  # the backbone and L_perc's VGG19
+    ("ace", ("ddpm-celeba128",)),
+    ("gcd", ("diffae-celeba128", "vgg16-imagenet")),  # the DiffAE and LPIPS's VGG16
+    ("ldce", ("minisd", "clip-vit-large-patch14")),  # LDCE-txt: the checkpoint and the text encoder
+])  # fmt: skip
+def test_a_paper_setting_run_lists_every_missing_file_in_one_line(workdir: Path, method: str, needs: tuple) -> None:
+    """A method on celeba at the paper's protocol with an empty weights cache: the
+    classifier, every file of the method and every evaluation network, in one line, with
+    the fetch command for the files that have a direct link; nothing is written."""
     make_celeba(workdir / "data" / "celeba", "csv")
     env = {"CFBENCH_DATA": str(workdir / "data"), "CFBENCH_HOME": str(workdir / "home")}
-    result = invoke("run", "--method", "dime", "--dataset", "celeba", "--attr", "smile", "--n", "2", "--device", "cpu",
+    result = invoke("run", "--method", method, "--dataset", "celeba", "--attr", "smile", "--n", "2", "--device", "cpu",
                     "--no-progress", env=env)  # fmt: skip
     assert result.exit_code != 0
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: missing weights: "), result.output
-    for name in ("celeba-densenet121", "ddpm-celeba128", "celeba-oracle", "vggface2-resnet50", "inception-v3-fid",
-                 "simsiam-resnet50"):
+    for name in ("celeba-densenet121", *needs, *EVALUATION):
         assert f"{WEIGHTS[name].filename} ({name})" in lines[0]
     assert re.search(r"`cfbench weights fetch [^`]*inception-v3-fid[^`]*`", lines[0])
     assert not (workdir / "runs").exists()
+
+
+def write_published_networks(weights: Path, classifier: Path) -> None:
+    """Random-weight files in the published containers, under the registry's file names:
+    the classifier, ACE/DiME's DDPM and every evaluation network of the celeba protocol
+    (torchvision's VGG16 with its classifier cut to placeholders, which LPIPS does not read)."""
+    from cfbench.diffusion.unet import CELEBA_128, UNet
+    from cfbench.oracles import inception, simsiam
+    from cfbench.oracles.celeba_oracle import dive_oracle
+    from cfbench.oracles.vggface2 import VGGFace2ResNet50
+    from tests.test_oracle_loaders import python2_pickle
+
+    weights.mkdir(parents=True)
+    (weights / WEIGHTS["celeba-densenet121"].filename).write_bytes(classifier.read_bytes())
+    torch.manual_seed(0)
+    torch.save(UNet(CELEBA_128).state_dict(), weights / WEIGHTS["ddpm-celeba128"].filename)  # guided-diffusion
+    oracle = randomized(dive_oracle(), 5)
+    names = oracle.file_names()
+    published = {names.get(k, k): v for k, v in oracle.state_dict().items()}
+    torch.save({p: OrderedDict((k[len(p) + 1:], v) for k, v in published.items() if k.startswith(p + "."))
+                for p in ("feat_extract", "classifier")}, weights / WEIGHTS["celeba-oracle"].filename)  # fmt: skip
+    arrays = {k: v.numpy() for k, v in randomized(VGGFace2ResNet50(), 6).state_dict().items()
+              if not k.endswith("num_batches_tracked")}  # fmt: skip
+    arrays["fc.weight"], arrays["fc.bias"] = np.zeros((8631, 2048), np.float32), np.zeros(8631, np.float32)
+    (weights / WEIGHTS["vggface2-resnet50"].filename).write_bytes(python2_pickle(arrays))
+    torch.save({"epoch": 100, "arch": "resnet50",
+                "state_dict": {"module." + k: v for k, v in randomized(simsiam.SimSiamResNet50(), 7).state_dict().items()}},
+               weights / WEIGHTS["simsiam-resnet50"].filename)  # fmt: skip
+    torch.save(randomized(inception.build_inception(), 8).state_dict(), weights / WEIGHTS["inception-v3-fid"].filename)
+    vgg16 = {f"features.{k}": v for k, v in make_layers(cfgs["D"]).state_dict().items()}  # LPIPS's trunk
+    vgg16.update({f"classifier.{i}.{p}": torch.zeros(1) for i in (0, 3, 6) for p in ("weight", "bias")})  # unused
+    torch.save(vgg16, weights / WEIGHTS["vgg16-imagenet"].filename)
+
+
+def test_celeba_end_to_end_with_every_network_in_its_published_format(workdir: Path) -> None:
+    """`cfbench run --dataset celeba` at the paper's protocol, every network read from its
+    published container in a temporary CFBENCH_HOME (random weights): ACE through the DDPM
+    (attack and filter cut to one step so that it runs in seconds), then PGD with an
+    unbounded budget, which flips the random classifier so that every evaluation network runs."""
+    make_celeba(workdir / "data" / "celeba", "txt")
+    torch.manual_seed(0)  # torchvision's initialisation: the logits depend on the image
+    classifier = workdir / "classifier.pth"
+    torch.save({"feat_extract": OfficialDenseNet121().state_dict(), "classifier": nn.Linear(1024, 40).state_dict()},
+               classifier)  # fmt: skip
+    write_published_networks(workdir / "home" / "weights", classifier)
+    env = {"CFBENCH_DATA": str(workdir / "data"), "CFBENCH_HOME": str(workdir / "home")}
+    common = ("run", "--dataset", "celeba", "--attr", "smile", "--n", "2", "--device", "cpu", "--no-progress")
+
+    result = invoke(*common, "--method", "ace", "--set", "tau=1", "--set", "attack_iterations=1", env=env)
+    assert result.exit_code == 0 and result.exception is None, result.output
+    run_dir = only_run_dir(workdir / "runs")
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["protocol"] == "cfbench-v3" and run["identity"]["config"]["backbone"] == "ddpm-celeba128"
+    assert {"classifier celeba-densenet121", "backbone ddpm-celeba128", "oracle celeba-oracle",
+            "identity vggface2-resnet50", "features inception-v3-fid", "simsiam simsiam-resnet50",
+            "perceptual lpips-vgg"} <= set(run["weights"])  # fmt: skip
+    for folder in ("counterfactuals", "null", "masks"):
+        assert sorted(p.stem for p in (run_dir / folder).glob("*.png")) == ["000002", "000004"], folder
+
+    result = invoke(*common, "--method", "pgd", "--set", "epsilon=1", "--set", "step_size=0.1", env=env)
+    assert result.exit_code == 0 and result.exception is None, result.output
+    run_dir = next(p for p in (workdir / "runs" / "celeba_smile").iterdir() if p.name.startswith("pgd-"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["fr"]["value"] == 100.0
+    for name, network in [("fva", "vggface2-resnet50"), ("fs", "vggface2-resnet50"), ("mnac", "celeba-oracle"),
+                          ("cd", "celeba-oracle"), ("fid", "inception-v3-fid"), ("kid", "inception-v3-fid")]:
+        assert metrics[name]["network"] == network and math.isfinite(metrics[name]["value"]), name

@@ -205,14 +205,16 @@ def create_latent_backbone(name: str, respacing: str | int | None = None, path: 
                               lambda n: torch.full((n, len(ATTRIBUTES)), UNKNOWN, dtype=torch.long),
                               {f"backbone {name}": unet, f"first stage {entry.first_stage}": first_stage})
     from cfbench.diffusion.ldm import load_ldm_checkpoint
-    from cfbench.weights import locate
+    from cfbench.weights import load_all, locate
 
     kind, _, published = record.weights.partition(":")
     if kind == "file" and path is None:
         raise CfbenchError(f"backbone {name} is read from a file of yours ({record.source}): give its path (weights_path).")
-    found = Path(path).expanduser() if path else locate(published)
-    if record.conditioning == "text" and text_encoder is None:
-        text_encoder = locate("clip-vit-large-patch14")
+    found, text_encoder = load_all(
+        lambda: Path(path).expanduser() if path else locate(published),
+        lambda: locate("clip-vit-large-patch14") if record.conditioning == "text" and text_encoder is None
+        else text_encoder,
+    )
     module, _, attribute = record.architecture.partition(":")
     parts = load_ldm_checkpoint(found, getattr(importlib.import_module(module), attribute),
                                 Path(text_encoder).expanduser() if text_encoder else None)
