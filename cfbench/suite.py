@@ -97,12 +97,16 @@ def _error_line(error: BaseException) -> str:
 
 
 def _finished(job) -> bool:
-    """A run that needs nothing more: finished for this n, with every metric it computes."""
+    """A run that needs nothing more: finished for this n, with every metric it computes and
+    the images the report shows (a record kept without its images is generated again)."""
     info = job.record.read_info() or {}
     metrics = job.record.read_metrics() if (job.record.path / "metrics.json").exists() else None
-    return bool(info.get("finished")) and info.get("n") == job.spec.n and metrics is not None and set(
-        job.metric_names
-    ) <= set(metrics)
+    if not (info.get("finished") and info.get("n") == job.spec.n and metrics is not None
+            and set(job.metric_names) <= set(metrics)):  # fmt: skip
+        return False
+    table = job.record.read_table()
+    ids = table.loc[table["index"] < job.spec.n, "id"] if "index" in table else []
+    return all(job.record.has_image(folder, i) for i in ids for folder in ("originals", "counterfactuals"))
 
 
 class Suite:

@@ -198,6 +198,20 @@ def test_an_interrupted_suite_resumes_where_it_stopped(workdir):
     assert len(pd.read_csv(crashy / "samples.csv")) == 8 and (folder / "report" / "index.html").exists()
 
 
+def test_a_record_kept_without_its_images_is_generated_again(workdir):
+    """What a clone of a committed suite holds: the records, not the runs' images."""
+    calls = workdir / "calls.txt"
+    args = suite_args(workdir / "runs", "crashy,identity", n=4)
+    assert invoke(*args, env={"CFBENCH_TEST_CALLS": str(calls)}).exit_code == 0
+    folder = workdir / "runs" / "toy_bright"
+    crashy, identity = (folder / e["run_id"] for e in suite_record(folder)["methods"])
+    shutil.rmtree(crashy / "counterfactuals")
+    second = invoke(*args, env={"CFBENCH_TEST_CALLS": str(calls)})
+    assert second.exit_code == 0, second.output
+    assert calls.read_text().split() == ["4", "4"] and f"identity: finished before, {identity}" in second.output
+    assert len(list((crashy / "counterfactuals").glob("*.png"))) == 4 and len(pd.read_csv(crashy / "samples.csv")) == 4
+
+
 @pytest.mark.parametrize("sets, message", [
     (["--set", "epsilon=0.5"], "--set epsilon=0.5: write it as METHOD.KEY=VALUE, e.g. --set gcd.fits=1."),
     (["--set", "dime.tau=3"], "--set dime.…: dime is not among the suite's methods (identity, pgd)."),
