@@ -35,7 +35,7 @@ from torchvision.models import densenet121
 
 from cfbench.diffusion.backbones import BACKBONES, Backbone
 from cfbench.diffusion.latent import LatentBackbone, PublishedFirstStage
-from cfbench.diffusion.ldm import MINI_SD
+from cfbench.diffusion.ldm import MINI_SD, build_unet_and_first_stage
 from cfbench.diffusion.spaces import PixelSpace
 from cfbench.diffusion.unet import CELEBA_128, UNet
 from cfbench.handles import WhiteBoxClassifier
@@ -79,8 +79,9 @@ def ldce(tiny: bool, batch: int, device: torch.device):
     arch = MINI_SD if not tiny else dataclasses.replace(MINI_SD, resolution=16, model_channels=32, context_dim=32,
                                                         first_stage_channels=32, channel_mult=(1, 1),
                                                         attention_resolutions=(2,), first_stage_mult=(1, 2))
-    unet, first = _parts_without_text(arch)
-    unet.to(device).eval()
+    torch.manual_seed(0)
+    unet, first = build_unet_and_first_stage(arch)  # LDCE-txt's networks without the text encoder
+    unet.to(device)
     first.to(device).eval()
     record = BACKBONES.get("minisd")
     steps = 10 if tiny else 500
@@ -101,14 +102,6 @@ def ldce(tiny: bool, batch: int, device: torch.device):
     method = LDCE(config, device, backbone=backbone)
     classifier = Logit(densenet121(num_classes=3), 1, 64 if tiny else 256)
     return method, classifier, arch.resolution
-
-
-def _parts_without_text(arch):
-    """The UNet and the first stage of a latent diffusion architecture (random weights)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-
-    torch.manual_seed(0)
-    return UNet2DConditionModel(**arch.unet_config), AutoencoderKL(**arch.first_stage_config)
 
 
 def main() -> None:

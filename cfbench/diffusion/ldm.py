@@ -204,9 +204,14 @@ def build_ldm_parts(arch: LDMArchitecture, text_encoder: Path | str | None = Non
         conditioner: nn.Module = _text_conditioner(arch, text_encoder)
     else:
         conditioner = ClassConditioner(arch.num_classes, arch.context_dim)
+    unet, first_stage = build_unet_and_first_stage(arch)
+    return LDMParts(unet, first_stage, conditioner.eval(), arch.scale_factor, arch)
+
+
+def build_unet_and_first_stage(arch: LDMArchitecture) -> tuple[UNet2DConditionModel, nn.Module]:
+    """Freshly initialised denoiser and first stage of ``arch`` (no conditioner), in eval mode."""
     first_stage = (AutoencoderKL if arch.first_stage == "kl" else VQModel)(**arch.first_stage_config)
-    return LDMParts(UNet2DConditionModel(**arch.unet_config).eval(), first_stage.eval(), conditioner.eval(),
-                    arch.scale_factor, arch)  # fmt: skip
+    return UNet2DConditionModel(**arch.unet_config).eval(), first_stage.eval()
 
 
 def _text_conditioner(arch: LDMArchitecture, directory: Path | str | None) -> TextConditioner:
