@@ -82,7 +82,7 @@ def ldce(tiny: bool, batch: int, device: torch.device):
     torch.manual_seed(0)
     unet, first = build_unet_and_first_stage(arch)  # LDCE-txt's networks without the text encoder
     unet.to(device)
-    first.to(device).eval()
+    first.to(device)
     record = BACKBONES.get("minisd")
     steps = 10 if tiny else 500
     process = record.make_process(f"ddim{steps}")
