@@ -131,6 +131,9 @@ def _parse_seeds(text: str) -> list[int]:
               help="one run per seed (e.g. 0,1,2,3,4); σL compares the seeds' counterfactuals")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--profile", default=None, help="method profile (e.g. quick or paper)")
+@click.option("--target", default="prediction", show_default=True,
+              help="the class asked for: the opposite of the classifier's prediction, or of the label (`label`, "
+              "as the official LDCE code)")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a method hyperparameter")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="run directory (default: under --runs)")
 @click.option("--runs", "runs_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
@@ -145,7 +148,7 @@ def _parse_seeds(text: str) -> list[int]:
 @click.option("--no-progress", is_flag=True, help="hide the progress bar")
 @one_line_errors
 def run(method, dataset, attr, classifier, classifier_opts, data_root, n, batch_size, seed, seeds, device, profile,
-        sets, out, runs_root, protocol, extra_metrics, networks, leaderboards, published, no_progress) -> None:  # fmt: skip
+        target, sets, out, runs_root, protocol, extra_metrics, networks, leaderboards, published, no_progress) -> None:  # fmt: skip
     """Generate counterfactuals, compute the metrics and record the run (resumable); then
     refresh the local leaderboards (the published ones change only by `cfbench leaderboard`)."""
     if data_root is not None:  # the environment, so that a metric that rebuilds the dataset (CD) finds it too
@@ -162,7 +165,7 @@ def run(method, dataset, attr, classifier, classifier_opts, data_root, n, batch_
             classifier_options=_parse_pairs(classifier_opts, "--classifier-opt"),
             device=device, overrides=_parse_pairs(sets), out=out, protocol=protocol,
             extra_metrics=extra_metrics, networks=_parse_pairs(networks, "--network"),
-            profile=profile, runs_root=runs_root, progress=not no_progress,
+            profile=profile, runs_root=runs_root, progress=not no_progress, target=target,
         ))
         for s in seed_list
     ]  # fmt: skip

@@ -67,10 +67,12 @@ def reported_rows(reference_dir: Path) -> pd.DataFrame:
 
 def _variant(info: dict) -> str:
     """The run's profile, followed by the settings its method names in ``row_settings``
-    (DiME's Table 2 ablation): ``quick/naive``."""
+    (DiME's Table 2 ablation): ``quick/naive``; a run asked to flip the label rather than
+    the prediction (`cfbench run --target label`) ends in ``/target=label``."""
     config = info["identity"].get("config", {})
     settings = [str(config[key]) for key in info.get("row_settings", ()) if key in config]
-    return "/".join([info["identity"]["profile"], *settings])
+    target = [f"target={info['identity']['target']}"] if "target" in info["identity"] else []
+    return "/".join([info["identity"]["profile"], *settings, *target])
 
 
 def _flags(flags: object) -> str:

@@ -61,6 +61,14 @@ class RunSpec:
     profile: str | None = None
     runs_root: Path = Path("runs")
     progress: bool = True
+    target: str = "prediction"  # a key of TARGETS
+
+
+#: what a counterfactual is asked to reach, for binary attributes
+TARGETS = {
+    "prediction": "the opposite of the classifier's prediction (DiME §4; every method here)",
+    "label": "the opposite of the ground-truth label (the official LDCE code, `sampling_helpers.py`)",
+}
 
 
 def pick_device(name: str) -> torch.device:
@@ -97,6 +105,9 @@ class Run:
                 f"--n {spec.n} is larger than the {self.dataset.eval_split} split of {spec.dataset} "
                 f"({len(self.split)} images); use --n {len(self.split)} or less."
             )
+        self.attribute_index = self.dataset.attributes.index(self.attribute)
+        if spec.target not in TARGETS:
+            raise CfbenchError(f"--target {spec.target}: use {' or '.join(TARGETS)}.")
         self.attr_key = next((q for q, a in self.dataset.queries.items() if a == self.attribute), self.attribute)
         self.classifier_name = (self.classifier_spec.name if self.classifier_spec is not None
                                 else self.dataset.classifiers.get(self.attribute))  # fmt: skip
@@ -167,6 +178,7 @@ class Run:
             "seed": spec.seed,
             "profile": self.profile,
             "config": self.config.to_dict(),
+            **({"target": spec.target} if spec.target != "prediction" else {}),  # the default keeps run ids
         })
         run_dir = spec.runs_root / f"{self.dataset_name}_{self.attr_key}" / self.default_name()
         self.record = RunRecord(spec.out or run_dir)
@@ -215,8 +227,8 @@ class Run:
                 for start in tqdm(range(0, len(missing), self.spec.batch_size), desc="null edits", unit="batch",
                                   disable=not (self.spec.progress and missing)):  # fmt: skip
                     chunk = missing[start : start + self.spec.batch_size]
-                    ids, _, _, x, logits = self._inputs(network, chunk)
-                    self.record.update_rows(self._null_batch(network, chunk, ids, x, 1 - (logits > 0).long()))
+                    ids, labels, _, x, logits = self._inputs(network, chunk)
+                    self.record.update_rows(self._null_batch(network, chunk, ids, x, self._targets(labels, logits)))
             bar = tqdm(
                 total=self.spec.n,
                 initial=self.spec.n - len(todo),
@@ -265,6 +277,12 @@ class Run:
         x = originals.float().div(255).to(self.device)
         return ids, labels, originals, x, self._logits(network, originals)
 
+    def _targets(self, labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """The class each counterfactual is asked for (`TARGETS`)."""
+        if self.spec.target == "label":
+            return 1 - labels[:, self.attribute_index].long()
+        return 1 - (logits > 0).long()
+
     def _logits(self, network: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
         """The classifier's logits of saved (uint8) images, on the CPU."""
         with torch.no_grad():
@@ -273,7 +291,7 @@ class Run:
     def _explain_batch(self, method: Method, network: torch.nn.Module, indices: list[int]) -> list[dict[str, Any]]:
         ids, labels, originals, x, logits = self._inputs(network, indices)
         preds = (logits > 0).long()
-        targets = 1 - preds
+        targets = self._targets(labels, logits)
         handle = make_handle(self.method_cls.access, network, len(indices))
         rng = SampleRNG(self.spec.seed, ids)  # each sample's own generator: no dependence on the batch
         torch.manual_seed(sample_seed(self.spec.seed, ids[0]))  # for plugins that draw from torch's generator
@@ -285,7 +303,6 @@ class Run:
         cf_logits = self._logits(network, counterfactuals)
         cf_preds = (cf_logits > 0).long()
         null_rows = self._null_batch(network, indices, ids, x, targets) if self.null_method is not None else None
-        attribute_index = self.dataset.attributes.index(self.attribute)
         counters = {name: result.counters.get(name, torch.zeros(len(ids), dtype=torch.long)) for name in COUNTERS}
         rows = []
         for k, (index, sample_id) in enumerate(zip(indices, ids)):
@@ -305,7 +322,7 @@ class Run:
                 {
                     "index": index,
                     "id": sample_id,
-                    "label": int(labels[k, attribute_index]),
+                    "label": int(labels[k, self.attribute_index]),
                     "logit": float(logits[k]),
                     "pred": int(preds[k]),
                     "target": int(targets[k]),

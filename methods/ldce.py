@@ -27,7 +27,8 @@ Stable Diffusion's img2img does); the binary classifier's log-probability is −
 logit against the target; the DDIM step takes x̂_0 from the guided ε, unclipped.
 
 Where cfbench differs, and why: the target is the opposite of the classifier's
-prediction, as for every method here (the official code flips the ground-truth label);
+prediction, as for every method here (the official code flips the ground-truth label:
+``cfbench run --target label``);
 the noise of each sample comes from its own generator (the official code gives every
 sample of a batch the same draw); the first stage encodes to its posterior mean (the
 official code samples a KL posterior). The official CelebA-HQ config runs with

@@ -62,6 +62,29 @@ def test_identity_flips_nothing(workdir):
     assert "fr       0 [0, 0]  (n=16)" in out
 
 
+def test_target_label_asks_for_the_opposite_of_the_label(workdir):
+    """`--target label` (the official LDCE code's target): where the classifier is wrong the
+    identity already "succeeds"; the run is another record, its row marked ``target=label``.
+    The shortcut classifier is wrong wherever Rosy_Cheeks and Smiling disagree."""
+    args = ("run", "--method", "identity", "--dataset", "synthfaces", "--attr", "smile", "--classifier",
+            "synthfaces-shortcut-smile", "--n", "16", "--protocol", "cfbench-v1", "--device", "cpu", "--no-progress")
+    ok(invoke(*args))
+    ok(invoke(*args, "--target", "label"))
+    by_target = {}
+    for run_dir in (workdir / "runs" / "synthfaces_smile").iterdir():
+        info = json.loads((run_dir / "run.json").read_text())
+        by_target[info["identity"].get("target", "prediction")] = pd.read_csv(run_dir / "samples.csv")
+    prediction, label = by_target["prediction"], by_target["label"]
+    assert (prediction["target"] == 1 - prediction["pred"]).all() and not prediction["success"].any()
+    assert (label["target"] == 1 - label["label"]).all()
+    wrong = label["pred"] != label["label"]
+    assert 0 < wrong.sum() < 16 and (label["success"] == wrong).all()
+    board = (workdir / "runs" / "leaderboards" / "synthfaces_smile.csv").read_text()
+    assert "paper/target=label" in board
+    result = invoke(*args, "--target", "opposite")
+    assert result.exit_code == 2 and "--target opposite: use prediction or label." in result.stderr
+
+
 def test_pgd_flips_nearly_all(workdir):
     ok(invoke(*toy_run(*PGD_SETS, n=32, method="pgd")))
     run_dir = only_run_dir(workdir / "runs")
