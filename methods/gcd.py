@@ -183,9 +183,6 @@ def train_proxy(u: Tensor, logit: Tensor, lpips: Tensor, config: GCDConfig, gene
         proxy = Proxy(u.shape[1])
     order = torch.randperm(len(u), generator=generator)
     val, train = order[: config.proxy_batch], order[config.proxy_batch :]
-    if len(train) == 0:
-        raise CfbenchError(f"gcd: renders={len(u)} leaves no training data after a validation batch of "
-                           f"{config.proxy_batch}; raise renders or lower proxy_batch.")  # fmt: skip
     optimizer = torch.optim.AdamW(proxy.parameters(), lr=config.proxy_lr)
     w_logit, w_lpips = config.proxy_weights
 
@@ -271,6 +268,9 @@ class GCD(Method):
             raise CfbenchError("gcd: weight_cls and weight_lpips must give one weight each per g-direction.")
         if len(config.proxy_weights) != 2 or len(config.selection_weights) != 2:
             raise CfbenchError("gcd: proxy_weights and selection_weights take two values (logit, LPIPS).")
+        if config.renders <= config.proxy_batch:  # the proxy's validation batch would take every render
+            raise CfbenchError(f"gcd: renders={config.renders} leaves no training data after a validation batch of "
+                               f"{config.proxy_batch}; raise renders or lower proxy_batch.")
         self.backbone, self.loss = load_all(
             lambda: backbone or create_backbone(config.backbone, None, config.weights_path or None),
             lambda: loss or LOSS_NETWORKS.get(config.loss_network).create(),

@@ -88,6 +88,11 @@ def test_a_direction_spec_picks_its_directions_and_a_wrong_one_is_one_clear_erro
         GCD(GCD.resolve_config("toy", "paper", {**TINY, "direction": "sideways"}), "cpu")
 
 
+def test_too_few_renders_for_the_proxy_are_refused_before_any_render():
+    with pytest.raises(CfbenchError, match="renders=16 leaves no training data after a validation batch of 16"):
+        GCD(GCD.resolve_config("toy", "paper", {**TINY, "renders": "16"}), "cpu")
+
+
 def test_a_corrupted_directions_file_is_one_clear_error(tmp_path):
     bad = tmp_path / "directions.pt"
     bad.write_bytes(b"not a torch file")
