@@ -298,14 +298,16 @@ def locate(name: str, path: Path | str | None = None) -> Path:
 def load_all(*loaders: Callable[[], Any]) -> list[Any]:
     """Call every loader, also after one lacks its published file, so that a network that
     needs several files names all the missing ones in one `MissingWeights`."""
-    loaded, missing = [], []
+    loaded, errors = [], []
     for load in loaders:
         try:
             loaded.append(load())
         except MissingWeights as e:
-            missing.extend(e.names)
-    if missing:
-        raise MissingWeights(missing_weights_line(missing), *missing)
+            errors.append(e)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise MissingWeights(" ".join(str(e) for e in errors), *(name for e in errors for name in e.names))
     return loaded
 
 

@@ -333,3 +333,18 @@ def test_locate_keeps_working_for_its_callers(home, tmp_path):
     given = tmp_path / "mine.tar"
     given.write_bytes(b"x")
     assert weights.locate("celebahq-oracle", given) == given
+
+
+def test_load_all_names_every_missing_file_and_keeps_a_single_ones_message(tmp_path, monkeypatch):
+    from cfbench.errors import MissingWeights
+
+    monkeypatch.setenv("CFBENCH_HOME", str(tmp_path))
+    own = tmp_path / "mine.pth"
+    with pytest.raises(MissingWeights) as one:
+        weights.load_all(lambda: 1, lambda: weights.locate("vgg19-imagenet", own))
+    assert one.value.names == ["vgg19-imagenet"] and f"not found at {own}" in str(one.value)
+    with pytest.raises(MissingWeights) as two:
+        weights.load_all(lambda: weights.locate("vgg19-imagenet"), lambda: 2, lambda: weights.locate("vgg16-imagenet"))
+    assert two.value.names == ["vgg19-imagenet", "vgg16-imagenet"] and "\n" not in str(two.value)
+    assert "vgg19-dcbb9e9d.pth not found" in str(two.value) and "vgg16-397923af.pth not found" in str(two.value)
+    assert weights.load_all(lambda: 1, lambda: 2) == [1, 2]
