@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from cfbench.methods import METHODS
 from cfbench.oracles import DEFAULTS, NETWORKS, ROLES, EvalNetwork, load_network
 from cfbench.randomness import SampleRNG, sample_seed
 from cfbench.record import RunRecord, as_stored, json_text, png_bytes, quantize
-from cfbench.weights import missing_weights_line, state_digest
+from cfbench.weights import load_all, missing_weights_line, state_digest
 from cfbench.visualize import comparison_grid
 
 GRID_SAMPLES = 8
@@ -138,24 +137,18 @@ class Run:
         self.device = pick_device(spec.device)
         # every network the run needs is located and read before anything is written or generated;
         # the published files that are missing are listed together, in one line
-        missing: list[str] = []
-
-        def gather(load: Callable[[], Any]) -> Any:
-            try:
-                return load()
-            except MissingWeights as e:
-                missing.extend(e.names)
-                return None
-
-        self.network = gather(lambda: load_classifier(self.classifier_spec or self.classifier_name, self.attribute,
-                                                      image_size=self.dataset.image_size).to(self.device))
-        self.method = gather(lambda: self.method_cls(self.config, self.device))
-        self.eval_networks: dict[str, EvalNetwork] = {
-            role: gather(lambda role=role: load_network(role, self.family, spec.networks.get(role)).to(self.device))
-            for role in sorted(roles)
-        }
-        if missing:
-            raise CfbenchError(missing_weights_line(missing))
+        eval_roles = sorted(roles)
+        try:
+            self.network, self.method, *eval_networks = load_all(
+                lambda: load_classifier(self.classifier_spec or self.classifier_name, self.attribute,
+                                        image_size=self.dataset.image_size).to(self.device),
+                lambda: self.method_cls(self.config, self.device),
+                *(lambda role=role: load_network(role, self.family, spec.networks.get(role)).to(self.device)
+                  for role in eval_roles),
+            )  # fmt: skip
+        except MissingWeights as e:
+            raise CfbenchError(missing_weights_line(e.names)) from None
+        self.eval_networks: dict[str, EvalNetwork] = dict(zip(eval_roles, eval_networks))
         self.null_method = self.method.null_edit()
         self.loss_networks = self.method.loss_networks()
         self.flags: dict[str, list[str]] = {}  # flag text -> the metrics it concerns
