@@ -28,6 +28,7 @@ from cfbench.oracles.celeba_oracle import CELEBA_ATTRIBUTES
 from cfbench.published_classifiers import describe_checkpoint
 from cfbench.weights import WEIGHTS
 from tests.conftest import invoke, only_run_dir
+from tests.test_oracle_loaders import dive_oracle_container, python2_pickle, randomized
 
 SMILING, YOUNG = CELEBA_ATTRIBUTES.index("Smiling"), CELEBA_ATTRIBUTES.index("Young")
 #: partitions of the tiny CelebA: val rows (1) interleaved with train and test
@@ -191,17 +192,6 @@ class OfficialDenseNet121(nn.Module):
         return self.feat_extract(x)
 
 
-def randomized(model: nn.Module, seed: int) -> nn.Module:
-    """Random weights and BatchNorm statistics, so that a misplaced buffer shows."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if t.dtype.is_floating_point:
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5 if name.endswith("running_var")
-                        else torch.randn(t.shape, generator=g) * (0.05 if t.dim() > 1 else 0.2))  # fmt: skip
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def dime_classifier(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nn.Module, nn.Module]:
     """DiME's classifier.pth from random weights: ``{'feat_extract', 'classifier'}``."""
@@ -349,17 +339,12 @@ def write_published_networks(weights: Path, classifier: Path) -> None:
     from cfbench.oracles import inception, simsiam
     from cfbench.oracles.celeba_oracle import dive_oracle
     from cfbench.oracles.vggface2 import VGGFace2ResNet50
-    from tests.test_oracle_loaders import python2_pickle
 
     weights.mkdir(parents=True)
     (weights / WEIGHTS["celeba-densenet121"].filename).write_bytes(classifier.read_bytes())
     torch.manual_seed(0)
     torch.save(UNet(CELEBA_128).state_dict(), weights / WEIGHTS["ddpm-celeba128"].filename)  # guided-diffusion
-    oracle = randomized(dive_oracle(), 5)
-    names = oracle.file_names()
-    published = {names.get(k, k): v for k, v in oracle.state_dict().items()}
-    torch.save({p: OrderedDict((k[len(p) + 1:], v) for k, v in published.items() if k.startswith(p + "."))
-                for p in ("feat_extract", "classifier")}, weights / WEIGHTS["celeba-oracle"].filename)  # fmt: skip
+    torch.save(dive_oracle_container(randomized(dive_oracle(), 5)), weights / WEIGHTS["celeba-oracle"].filename)
     arrays = {k: v.numpy() for k, v in randomized(VGGFace2ResNet50(), 6).state_dict().items()
               if not k.endswith("num_batches_tracked")}  # fmt: skip
     arrays["fc.weight"], arrays["fc.bias"] = np.zeros((8631, 2048), np.float32), np.zeros(8631, np.float32)

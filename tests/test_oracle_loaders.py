@@ -129,14 +129,20 @@ def test_pickle_with_code_is_refused_and_not_run(tmp_path: Path, call: object) -
     assert not marker.exists()
 
 
-def test_dive_oracle_round_trip_and_wrong_key(tmp_path: Path) -> None:
-    model = randomized(dive_oracle())
+def dive_oracle_container(model: nn.Module) -> dict[str, OrderedDict]:
+    """DiVE's ``oracle.pth`` of ``model``: its state under the published DAG names, split
+    into ``{'feat_extract', 'classifier'}``."""
     names = model.file_names()
     published = {names.get(k, k): v for k, v in model.state_dict().items()}
-    part = {
+    return {
         p: OrderedDict((k[len(p) + 1:], v) for k, v in published.items() if k.startswith(p + "."))
         for p in ("feat_extract", "classifier")
     }
+
+
+def test_dive_oracle_round_trip_and_wrong_key(tmp_path: Path) -> None:
+    model = randomized(dive_oracle())
+    part = dive_oracle_container(model)
     assert "feat_extract.weight" in part["feat_extract"] and "conv5_3_1x1_proj.weight" not in part["feat_extract"]
     path = tmp_path / "oracle.pth"
     torch.save(part, path)
