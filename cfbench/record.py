@@ -162,6 +162,14 @@ class RunRecord:
     def has_image(self, folder: str, sample_id: str) -> bool:
         return (self.path / folder / f"{sample_id}.png").exists()
 
+    def finished_samples(self) -> dict[int, str]:
+        """index -> id of the samples that are finished: their row and both images are on disk."""
+        table = self.read_table()
+        return {
+            index: sample_id for index, sample_id in zip(table.get("index", []), table.get("id", []))
+            if self.has_image("originals", sample_id) and self.has_image("counterfactuals", sample_id)
+        }  # fmt: skip
+
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         atomic_write_text(self.path / "metrics.json", json_text(metrics))
 

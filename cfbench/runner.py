@@ -208,11 +208,7 @@ class Run:
             method = self.method
             if method.fits():
                 self._fit(method, network)
-            table = self.record.read_table()
-            done = {  # a sample is finished when its row and both images are on disk
-                index: sample_id for index, sample_id in zip(table.get("index", []), table.get("id", []))
-                if self.record.has_image("originals", sample_id) and self.record.has_image("counterfactuals", sample_id)
-            }  # fmt: skip
+            done = self.record.finished_samples()
             todo = [i for i in range(self.spec.n) if i not in done]
             if self.null_method is not None:  # samples finished before the run had null edits get theirs
                 missing = [i for i, sample_id in done.items() if i < self.spec.n

@@ -104,9 +104,7 @@ def _finished(job) -> bool:
     if not (info.get("finished") and info.get("n") == job.spec.n and metrics is not None
             and set(job.metric_names) <= set(metrics)):  # fmt: skip
         return False
-    table = job.record.read_table()
-    ids = table.loc[table["index"] < job.spec.n, "id"] if "index" in table else []
-    return all(job.record.has_image(folder, i) for i in ids for folder in ("originals", "counterfactuals"))
+    return set(range(job.spec.n)) <= job.record.finished_samples().keys()
 
 
 class Suite:
