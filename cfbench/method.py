@@ -127,6 +127,8 @@ class Method:
     def __init__(self, config: MethodConfig, device: torch.device | str = "cpu"):
         self.config = config.validate()
         self.device = torch.device(device)
+        #: whether long phases (a fit) show a progress bar; the harness follows ``--no-progress``
+        self.progress = True
 
     @classmethod
     def resolve_config(cls, dataset: str, profile: str | None, overrides: dict[str, str],

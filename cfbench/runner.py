@@ -251,6 +251,7 @@ class Run:
         directory.mkdir(exist_ok=True)
         handle = make_handle(self.method_cls.access, network, 1, pooled=True)
         generator = torch.Generator().manual_seed(sample_seed(self.spec.seed, "fit"))
+        method.progress = self.spec.progress
         began = time.perf_counter()
         counters = method.fit(self.split, handle, generator, directory)
         cost = {**{k: int(v) for k, v in counters.items()},

@@ -162,3 +162,23 @@ def test_several_directions_give_each_image_one_of_them_and_the_null_edit_is_the
         assert np.isclose(np.load(best / "path_logits" / f"{sample_id}.npy")[0], null_logit, atol=1e-5)
     per_image = 5 + 3 * (1 + 3 * 3)  # inversion, then step 0 and 3 steps along each of 3 h-directions
     assert (table["diffusion_evals"] == per_image).all()
+
+
+def test_data_perturbations_keep_their_norm_and_give_directions_where_the_data_varies(tmp_path):
+    weights = save_tiny_diffae(tmp_path / "tiny-diffae.pt")
+    images = 6  # a covariance of rank 5 in a z_sem of size 32
+    fitted = _run(weights, tmp_path / "data", n=1, perturbation="data", covariance_images=str(images))
+    config = GCD.resolve_config("toy", None, {**TINY, "weights_path": str(weights), "perturbation": "data",
+                                              "covariance_images": str(images)})  # fmt: skip
+    gcd = GCD(config)
+    split = tests.fixtures.toy.Toy().split("test")
+    basis = gcd._data_basis(split)
+    assert torch.allclose(basis, basis.T, atol=1e-5)
+    assert torch.isclose(basis.pow(2).sum() / 32, torch.tensor(1.0), atol=1e-4)  # E‖e·basis‖² = ‖e‖²
+    z = gcd.encode_semantic(split.batch(list(range(images)))[1]).double()
+    eigenvalues, eigenvectors = torch.linalg.eigh(torch.cov(z.T))
+    null_space = eigenvectors[:, eigenvalues < 1e-6 * eigenvalues.max()].float()
+    assert null_space.shape[1] == 32 - (images - 1)
+    vectors = Directions.load(fitted / "method" / "directions.pt").vectors
+    assert torch.allclose(vectors.norm(dim=-1), torch.ones(vectors.shape[:2]), atol=1e-5)
+    assert (vectors @ null_space).abs().max() < 1e-3  # no move along a z_sem direction the images do not vary in
