@@ -264,7 +264,7 @@ class GCD(Method):
         "celeba": {"backbone": "diffae-celeba128", "fits": 50, "renders": 4096, "h_directions": 30},
         # GCD configs celebahq: the FFHQ-256 DiffAE, 52 fits × 1,024 renders, 6 h-directions
         "celebahq": {"backbone": "diffae-ffhq256", "fits": 52, "renders": 1024, "h_directions": 6},
-        # synthfaces: the DiffAE's z_sem varies in few directions (effective rank 3.5 of 512, mean norm 6.3), and a
+        # synthfaces: the DiffAE's z_sem varies in few directions (effective rank 3.4 of 512, mean norm 6.3), and a
         # smile or age is small in it; isotropic perturbations of radius 1 move the classifier on no render and the
         # direction flipped 1.6% of 64 smile images (the suite's earlier run); data-shaped perturbations of radius
         # 10 with steps up to 16: 93.8% of 16 (`cfbench run --method gcd --profile quick --dataset synthfaces --attr
