@@ -30,7 +30,9 @@ queried.
    counterfactual is the render at the *smallest step that flips* the classifier (the
    official code keeps every flipping step and leaves the choice open); with several
    directions (``h``, ``h2+``: Table 4's "others combined"), the flipping render of
-   lowest CF loss with ``selection_weights``.
+   lowest CF loss with ``selection_weights``. An h-direction is searched on both of its
+   sides (the Hessian leaves an eigenvector's sign open; the official line search spans
+   negative and positive steps), each side a candidate of that choice.
 4. **BB-LIG** (eq. 6, Algorithm 4): along the renders from step 0 to the counterfactual,
    quantised to 8 bits, the pixel attribution (x_0 − x_cf) · mean_k Δf_k/Δx_k with the
    finite difference set to 0 where the pixel does not change, summed over channels
@@ -469,11 +471,13 @@ class GCD(Method):
         fitted = self.fitted
         picked = fitted.pick(cfg.direction)
         vectors = fitted.vectors[fitted.chosen][picked].to(self.device)  # (J, dim)
+        if cfg.direction.startswith("h"):  # an eigenvector's sign is arbitrary: both sides, as the official ±steps
+            vectors = torch.cat([vectors, -vectors])
         # the official reversal: a direction found for the source's class is walked backwards
         # on an image the classifier puts in the other class
         sign = torch.where(1 - targets == fitted.info["source_pred"], 1.0, -1.0).to(self.device)
         steps = torch.linspace(0, cfg.max_step, cfg.steps + 1, device=self.device)
-        n_dirs, n_steps = len(picked), len(steps)
+        n_dirs, n_steps = len(vectors), len(steps)
         # rows: (sample, direction, step), step 0 shared by every direction
         moves = sign[:, None, None, None] * vectors[None, :, None, :] * steps[None, None, :, None]
         z_rows = (z[:, None, None, :] + moves)[:, :, 1:].reshape(-1, z.shape[1])

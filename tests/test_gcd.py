@@ -160,8 +160,13 @@ def test_several_directions_give_each_image_one_of_them_and_the_null_edit_is_the
     # the null edit renders the unedited inversion: the line search's step 0
     for sample_id, null_logit in zip(table["id"], table["null_logit"]):
         assert np.isclose(np.load(best / "path_logits" / f"{sample_id}.npy")[0], null_logit, atol=1e-5)
-    per_image = 5 + 3 * (1 + 3 * 3)  # inversion, then step 0 and 3 steps along each of 3 h-directions
+    per_image = 5 + 3 * (1 + 2 * 3 * 3)  # inversion, then step 0 and 3 steps along both sides of 3 h-directions
     assert (table["diffusion_evals"] == per_image).all()
+    # one h-direction: both of its sides are searched, and each image keeps one of them
+    h1 = _run(weights, tmp_path / "h1", n=2, direction="h1", directions=directions)
+    assert (pd.read_csv(h1 / "samples.csv")["diffusion_evals"] == 5 + 3 * (1 + 2 * 3)).all()
+    for path in sorted((h1 / "directions").glob("*.npy")):
+        assert torch.isclose((h[0] @ torch.from_numpy(np.load(path))).abs(), torch.ones(1), atol=1e-5)
 
 
 def test_data_perturbations_keep_their_norm_and_give_directions_where_the_data_varies(tmp_path):
