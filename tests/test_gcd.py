@@ -3,6 +3,8 @@ and reused, on synthetic data and the tiny random DiffAE of tests/fixtures/tiny_
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from cfbench.methods.gcd import GCD, Directions, Proxy, bb_lig, cf_loss, proxy_d
 from cfbench.runner import Run, RunSpec
 from tests.fixtures.tiny_backbone import save_tiny_diffae
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = {"backbone": "tiny-diffae", "loss_network": "synthfaces-vgg-lpips", "encode_steps": "5", "render_steps": "3",
         "fits": "2", "renders": "48", "proxy_batch": "16", "proxy_epochs": "4", "h_directions": "3", "steps": "3",
         "max_step": "30", "network_batch": "4"}  # fmt: skip
@@ -187,3 +190,29 @@ def test_data_perturbations_keep_their_norm_and_give_directions_where_the_data_v
     vectors = Directions.load(fitted / "method" / "directions.pt").vectors
     assert torch.allclose(vectors.norm(dim=-1), torch.ones(vectors.shape[:2]), atol=1e-5)
     assert (vectors @ null_space).abs().max() < 1e-3  # no move along a z_sem direction the images do not vary in
+
+
+def test_the_source_and_renders_ablations_read_the_first_n_images_of_each_run(tmp_path):
+    weights = save_tiny_diffae(tmp_path / "tiny-diffae.pt")
+    runs = [_run(weights, tmp_path / f"s{source}", source=str(source)) for source in (-1, -2)]
+    record = tmp_path / "sources.json"
+    done = subprocess.run([sys.executable, "benchmarks/gcd_ablations.py", "sources", *map(str, runs), "--n", "2",
+                           "--record", str(record)], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(record.read_text())
+    frs = []
+    for run, row in zip(runs, result["rows"]):
+        table = pd.read_csv(run / "samples.csv").sort_values("index").head(2)
+        frs.append(table["success"].mean() * 100)
+        assert row["fr"]["value"] == frs[-1] and row["fr_null"]["value"] == table["null_success"].mean() * 100
+        assert row["n"] == 2 and row["renders"] == 2 * 48
+    assert [row["source"] for row in result["rows"]] == [-1, -2]
+    assert result["fr_mean"] == pytest.approx(np.mean(frs)) and result["fr_std"] == pytest.approx(np.std(frs, ddof=1))
+    plot = tmp_path / "renders.png"
+    done = subprocess.run([sys.executable, "benchmarks/gcd_ablations.py", "renders", *map(str, runs), "--n", "2",
+                           "--plot", str(plot)], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert done.returncode == 0 and Image.open(plot).size == (480, 320)
+    # a run that has not explained n images yet is refused, not averaged
+    short = subprocess.run([sys.executable, "benchmarks/gcd_ablations.py", "sources", str(runs[0]), "--n", "4"],
+                           capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert short.returncode != 0 and "3 of the first 4 images are done" in short.stderr

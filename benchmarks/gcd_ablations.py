@@ -1,0 +1,91 @@
+"""GCD's ablations over finished runs of the g-direction, on the first ``--n`` images each
+run explained (runs of the same split explain the same images in the same order):
+
+- ``sources``: the source image (GCD §4.3, Table 3): FR of each source's direction and
+  the mean ± std over sources;
+- ``renders``: the fit's renders (GCD supp. F.1): FR against the number of renders, with
+  the fit's cost, as a table and a plot.
+
+    PYTHONPATH=. python benchmarks/gcd_ablations.py sources RUN [RUN …] --n 32 \\
+        --record benchmarks/results/gcd-sources-smile.json
+    PYTHONPATH=. python benchmarks/gcd_ablations.py renders RUN [RUN …] --n 32 \\
+        --record benchmarks/results/gcd-renders-smile.json --plot benchmarks/results/gcd-renders-smile.png
+
+FRs are percentages with 95% bootstrap CIs over the images.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cfbench.record import png_bytes
+from cfbench.stats import bootstrap_ci
+from cfbench.visualize import line_plot
+
+
+def _rate(values: pd.Series) -> dict:
+    x = values.astype(bool).to_numpy(dtype=float) * 100
+    return {"value": float(x.mean()), "ci": [float(v) for v in bootstrap_ci(x)]}
+
+
+def run_row(run: Path, n: int) -> dict:
+    """FR and fr_null of a gcd run on its first ``n`` images, with its setting and fit cost."""
+    info = json.loads((run / "run.json").read_text())
+    if info["identity"]["method"] != "gcd":
+        raise SystemExit(f"{run}: not a gcd run")
+    table = pd.read_csv(run / "samples.csv").sort_values("index")
+    table = table[table["index"] < n]
+    if len(table) < n:
+        raise SystemExit(f"{run}: {len(table)} of the first {n} images are done")
+    config = info["identity"]["config"]
+    return {"run": info["run_id"], "source": config["source"], "renders": config["renders"] * config["fits"],
+            "direction": config["direction"], "n": n, "fr": _rate(table["success"]),
+            "fr_null": _rate(table["null_success"]), "fit": info.get("fit")}  # fmt: skip
+
+
+def sources(rows: list[dict]) -> dict:
+    fr = np.array([row["fr"]["value"] for row in rows])
+    return {"rows": rows, "fr_mean": float(fr.mean()), "fr_std": float(fr.std(ddof=1)) if len(fr) > 1 else 0.0}
+
+
+def renders_plot(rows: list[dict]) -> bytes:
+    """FR (black) and its CI (grey) against log2(renders)."""
+    rows = sorted(rows, key=lambda row: row["renders"])
+    xs = [math.log2(row["renders"]) for row in rows]
+    bounds = [[row["fr"]["ci"][i] / 100 for row in rows] for i in (0, 1)]
+    return png_bytes(line_plot(xs, bounds, bold=[row["fr"]["value"] / 100 for row in rows], level=0.8))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("ablation", choices=("sources", "renders"))
+    parser.add_argument("runs", type=Path, nargs="+", help="finished gcd run directories")
+    parser.add_argument("--n", type=int, required=True, help="the first n images of every run")
+    parser.add_argument("--record", type=Path, default=None, help="write the JSON here")
+    parser.add_argument("--plot", type=Path, default=None, help="renders: write the plot (PNG) here")
+    args = parser.parse_args()
+    rows = [run_row(run, args.n) for run in args.runs]
+    for row in rows:
+        fr, null = row["fr"], row["fr_null"]
+        print(f"{row['run']}: source {row['source']:>4} renders {row['renders']:>6} FR {fr['value']:5.1f}% "
+              f"[{fr['ci'][0]:.1f}, {fr['ci'][1]:.1f}] null {null['value']:4.1f}%")  # fmt: skip
+    if args.ablation == "sources":
+        result = sources(rows)
+        print(f"FR over {len(rows)} sources: {result['fr_mean']:.1f} ± {result['fr_std']:.1f}%")
+    else:
+        result = {"rows": sorted(rows, key=lambda row: row["renders"])}
+        if args.plot:
+            args.plot.parent.mkdir(parents=True, exist_ok=True)
+            args.plot.write_bytes(renders_plot(rows))
+    if args.record:
+        args.record.parent.mkdir(parents=True, exist_ok=True)
+        args.record.write_text(json.dumps({"ablation": args.ablation, **result}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
