@@ -5,6 +5,10 @@ gradients, the mask and RePaint refinement leave every pixel outside the mask as
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +27,8 @@ from cfbench.randomness import SampleRNG
 from cfbench.runner import Run, RunSpec
 from tests.fixtures.tiny_backbone import save_tiny_ddpm
 from tests.test_dime import Brightness, Linear, bright_and_dark, tiny_backbone
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def method(**overrides) -> ACE:
@@ -211,3 +217,24 @@ def test_a_run_resolves_the_queries_threshold_by_query_or_attribute_name(attr, t
     job = Run(RunSpec(method="ace", dataset="toy", attr=attr, n=1, device="cpu", out=tmp_path / "run", progress=False,
                       overrides={"backbone": "tiny-ddpm", "weights_path": str(weights), "respacing": "20"}))
     assert job.config.mask_threshold == 0.4
+
+
+def test_the_refinement_diagnostic_reads_the_failures_of_a_run_record(tmp_path, monkeypatch, capsys):
+    weights = save_tiny_ddpm(tmp_path / "tiny-ddpm.pt")
+    overrides = {"backbone": "tiny-ddpm", "weights_path": str(weights), "respacing": "20", "tau": "2",
+                 "attack_iterations": "2", "attack_step": "0", "dilation": "3"}  # no attack: x′ = x, every sample fails
+    job = Run(RunSpec(method="ace", dataset="toy", attr="bright", classifier="toy-corner", n=3, batch_size=3, device="cpu",
+                      overrides=overrides, out=tmp_path / "run", progress=False))  # fmt: skip
+    job.execute(evaluate=False)
+    spec = importlib.util.spec_from_file_location("ace_refinement", ROOT / "benchmarks" / "ace_refinement.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    record = tmp_path / "refinement.json"
+    monkeypatch.setattr(sys, "argv", ["ace_refinement", str(job.record.path), "--draws", "2", "--thresholds", "0.15",
+                                      "0.05", "--record", str(record)])  # fmt: skip
+    module.main()
+    result = json.loads(record.read_text())
+    assert result["failed"] == 3 and result["pre_explanation_crossed_pct"] == 0.0
+    assert len(result["filtered_crossed_pct"]) == 2
+    for threshold in ("0.15", "0.05"):  # x′ = x: an empty mask, the refinement returns x, which does not flip
+        assert result["refined_flipped_pct"][threshold] == {"mask_area_pct": 0.0, "flipped": [0.0, 0.0]}
