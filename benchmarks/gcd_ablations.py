@@ -1,15 +1,20 @@
-"""GCD's ablations over finished runs of the g-direction, on the first ``--n`` images each
+"""GCD's ablations over finished runs, on the first ``--n`` images each
 run explained (runs of the same split explain the same images in the same order):
 
 - ``sources``: the source image (GCD §4.3, Table 3): FR of each source's direction and
   the mean ± std over sources;
 - ``renders``: the fit's renders (GCD supp. F.1): FR against the number of renders, with
-  the fit's cost, as a table and a plot.
+  the fit's cost, as a table and a plot;
+- ``directions``: FR per direction (GCD Fig. 3) of runs that transfer several directions
+  (``h``, ``h2+``), from each direction's own success (``success_<name>``, decided by the
+  method on the float render), beside the run's per-image choice (Table 4).
 
     PYTHONPATH=. python benchmarks/gcd_ablations.py sources RUN [RUN …] --n 32 \\
         --record benchmarks/results/gcd-sources-smile.json
     PYTHONPATH=. python benchmarks/gcd_ablations.py renders RUN [RUN …] --n 32 \\
         --record benchmarks/results/gcd-renders-smile.json --plot benchmarks/results/gcd-renders-smile.png
+    PYTHONPATH=. python benchmarks/gcd_ablations.py directions RUN [RUN …] --n 16 \\
+        --record benchmarks/results/gcd-directions-smile.json
 
 FRs are percentages with 95% bootstrap CIs over the images.
 """
@@ -33,19 +38,31 @@ def _rate(values: pd.Series) -> dict:
     return {"value": float(x.mean()), "ci": [float(v) for v in bootstrap_ci(x)]}
 
 
+def _first(run: Path, n: int) -> pd.DataFrame:
+    table = pd.read_csv(run / "samples.csv").sort_values("index")
+    table = table[table["index"] < n]
+    if len(table) < n:
+        raise SystemExit(f"{run}: {len(table)} of the first {n} images are done")
+    return table
+
+
 def run_row(run: Path, n: int) -> dict:
     """FR and fr_null of a gcd run on its first ``n`` images, with its setting and fit cost."""
     info = json.loads((run / "run.json").read_text())
     if info["identity"]["method"] != "gcd":
         raise SystemExit(f"{run}: not a gcd run")
-    table = pd.read_csv(run / "samples.csv").sort_values("index")
-    table = table[table["index"] < n]
-    if len(table) < n:
-        raise SystemExit(f"{run}: {len(table)} of the first {n} images are done")
+    table = _first(run, n)
     config = info["identity"]["config"]
     return {"run": info["run_id"], "source": config["source"], "renders": config["renders"] * config["fits"],
             "direction": config["direction"], "n": n, "fr": _rate(table["success"]),
             "fr_null": _rate(table["null_success"]), "fit": info.get("fit")}  # fmt: skip
+
+
+def direction_rows(run: Path, n: int) -> list[dict]:
+    """FR of each direction a run chose among, on its first ``n`` images."""
+    table = _first(run, n)
+    return [{"direction": column.removeprefix("success_"), "n": n, "fr": _rate(table[column])}
+            for column in table.columns if column.startswith("success_")]  # fmt: skip
 
 
 def sources(rows: list[dict]) -> dict:
@@ -63,7 +80,7 @@ def renders_plot(rows: list[dict]) -> bytes:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("ablation", choices=("sources", "renders"))
+    parser.add_argument("ablation", choices=("sources", "renders", "directions"))
     parser.add_argument("runs", type=Path, nargs="+", help="finished gcd run directories")
     parser.add_argument("--n", type=int, required=True, help="the first n images of every run")
     parser.add_argument("--record", type=Path, default=None, help="write the JSON here")
@@ -77,6 +94,14 @@ def main() -> None:
     if args.ablation == "sources":
         result = sources(rows)
         print(f"FR over {len(rows)} sources: {result['fr_mean']:.1f} ± {result['fr_std']:.1f}%")
+    elif args.ablation == "directions":
+        for run, row in zip(args.runs, rows):
+            row["per_direction"] = direction_rows(run, args.n)
+            for each in row["per_direction"]:
+                fr = each["fr"]
+                print(f"  {row['direction']} → {each['direction']}: FR {fr['value']:5.1f}% [{fr['ci'][0]:.1f}, "
+                      f"{fr['ci'][1]:.1f}]")  # fmt: skip
+        result = {"rows": rows}
     else:
         result = {"rows": sorted(rows, key=lambda row: row["renders"])}
         if args.plot:

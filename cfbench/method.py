@@ -90,7 +90,8 @@ class Counterfactuals:
     (N, 1, H, W), ``pre_explanations`` (N, C, H, W: an intermediate image the method
     refines, ACE's x′), ``attributions`` (N, 1, H, W), ``directions`` (N, D) and
     ``path_logits`` (N, L: the classifier's logits along the method's path to the
-    counterfactual, GCD's line search);
+    counterfactual, GCD's line search); ``candidate_success`` maps each candidate a method
+    chose among (GCD's directions) to its own (N,) success, saved as ``success_<name>``;
     ``counters`` maps each name of `COUNTERS` to an (N,) integer tensor.
     """
 
@@ -101,6 +102,7 @@ class Counterfactuals:
     attributions: torch.Tensor | None = None
     directions: torch.Tensor | None = None
     path_logits: torch.Tensor | None = None
+    candidate_success: dict[str, torch.Tensor] = field(default_factory=dict)
     counters: dict[str, torch.Tensor] = field(default_factory=dict)
 
 

@@ -320,6 +320,7 @@ class Run:
                     "cf_pred": int(cf_preds[k]),
                     "success": bool(cf_preds[k] == targets[k]),
                     "method_success": bool(result.success[k]),
+                    **{f"success_{name}": bool(flips[k]) for name, flips in result.candidate_success.items()},
                     **{name: int(counters[name][k]) for name in COUNTERS},
                     "seconds": elapsed,
                     **({} if result.masks is None else {"mask_area": float(result.masks[k].float().mean())}),

@@ -516,8 +516,10 @@ class GCD(Method):
             paths.append(grid_logits[k, j])
         cf = torch.stack(cfs)
         success = torch.stack([flips[k, chosen_dir[k], first[k, chosen_dir[k]]] for k in range(n)])
+        sides = flipped.view(n, -1, len(picked)).any(dim=1)  # an h-direction flips on either of its sides
+        per_direction = {fitted.names[i]: sides[:, j] for j, i in enumerate(picked)} if len(picked) > 1 else {}
         return Counterfactuals(
             images=cf, success=success, attributions=torch.stack(attributions), directions=torch.stack(directions),
-            path_logits=torch.stack(paths),
+            path_logits=torch.stack(paths), candidate_success=per_direction,
             counters={"diffusion_evals": evals, **classifier.counters()},
         )  # fmt: skip

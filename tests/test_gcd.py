@@ -165,9 +165,15 @@ def test_several_directions_give_each_image_one_of_them_and_the_null_edit_is_the
         assert np.isclose(np.load(best / "path_logits" / f"{sample_id}.npy")[0], null_logit, atol=1e-5)
     per_image = 5 + 3 * (1 + 2 * 3 * 3)  # inversion, then step 0 and 3 steps along both sides of 3 h-directions
     assert (table["diffusion_evals"] == per_image).all()
+    # each h-direction's own success (Fig. 3); the image's success is that of one of them, or none flips
+    each = table[["success_h1", "success_h2", "success_h3"]].to_numpy()
+    assert (table["method_success"].to_numpy() == each.any(axis=1)).all()
     # one h-direction: both of its sides are searched, and each image keeps one of them
     h1 = _run(weights, tmp_path / "h1", n=2, direction="h1", directions=directions)
-    assert (pd.read_csv(h1 / "samples.csv")["diffusion_evals"] == 5 + 3 * (1 + 2 * 3)).all()
+    h1_table = pd.read_csv(h1 / "samples.csv", dtype={"id": str})
+    assert (h1_table["diffusion_evals"] == 5 + 3 * (1 + 2 * 3)).all()
+    assert not any(column.startswith("success_") for column in h1_table.columns)  # one direction: its success
+    assert (h1_table["method_success"].to_numpy() == each[:, 0]).all()  # h1 on its own flips where it did among h
     for path in sorted((h1 / "directions").glob("*.npy")):
         assert torch.isclose((h[0] @ torch.from_numpy(np.load(path))).abs(), torch.ones(1), atol=1e-5)
 
@@ -204,7 +210,8 @@ def test_the_source_and_renders_ablations_read_the_first_n_images_of_each_run(tm
     for run, row in zip(runs, result["rows"]):
         table = pd.read_csv(run / "samples.csv").sort_values("index").head(2)
         frs.append(table["success"].mean() * 100)
-        assert row["fr"]["value"] == frs[-1] and row["fr_null"]["value"] == table["null_success"].mean() * 100
+        assert row["fr"]["value"] == pytest.approx(frs[-1])
+        assert row["fr_null"]["value"] == pytest.approx(table["null_success"].mean() * 100)
         assert row["n"] == 2 and row["renders"] == 2 * 48
     assert [row["source"] for row in result["rows"]] == [-1, -2]
     assert result["fr_mean"] == pytest.approx(np.mean(frs)) and result["fr_std"] == pytest.approx(np.std(frs, ddof=1))
@@ -212,6 +219,15 @@ def test_the_source_and_renders_ablations_read_the_first_n_images_of_each_run(tm
     done = subprocess.run([sys.executable, "benchmarks/gcd_ablations.py", "renders", *map(str, runs), "--n", "2",
                            "--plot", str(plot)], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
     assert done.returncode == 0 and Image.open(plot).size == (480, 320)
+    best = _run(weights, tmp_path / "h", direction="h", directions=str(runs[0] / "method" / "directions.pt"))
+    done = subprocess.run([sys.executable, "benchmarks/gcd_ablations.py", "directions", str(best), "--n", "3",
+                           "--record", str(record)], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (row,) = json.loads(record.read_text())["rows"]
+    table = pd.read_csv(best / "samples.csv")
+    assert row["direction"] == "h" and [each["direction"] for each in row["per_direction"]] == ["h1", "h2", "h3"]
+    for each in row["per_direction"]:
+        assert each["fr"]["value"] == pytest.approx(table[f"success_{each['direction']}"].mean() * 100)
     # a run that has not explained n images yet is refused, not averaged
     short = subprocess.run([sys.executable, "benchmarks/gcd_ablations.py", "sources", str(runs[0]), "--n", "4"],
                            capture_output=True, text=True, cwd=ROOT)  # fmt: skip
