@@ -16,7 +16,9 @@ run explained (runs of the same split explain the same images in the same order)
     PYTHONPATH=. python benchmarks/gcd_ablations.py directions RUN [RUN …] --n 16 \\
         --record benchmarks/results/gcd-directions-smile.json
 
-FRs are percentages with 95% bootstrap CIs over the images.
+FRs are percentages with 95% bootstrap CIs over the images; in ``sources`` and ``renders``
+each run's direction is also compared with the first run's (``cosine_to_first``; a
+direction's sign is its own: a source of the other class walks the other way).
 """
 from __future__ import annotations
 
@@ -27,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
+from cfbench.methods.gcd import Directions
 from cfbench.record import png_bytes
 from cfbench.stats import bootstrap_ci
 from cfbench.visualize import line_plot
@@ -36,6 +40,11 @@ from cfbench.visualize import line_plot
 def _rate(values: pd.Series) -> dict:
     x = values.astype(bool).to_numpy(dtype=float) * 100
     return {"value": float(x.mean()), "ci": [float(v) for v in bootstrap_ci(x)]}
+
+
+def _direction(run: Path, name: str) -> torch.Tensor:
+    fitted = Directions.load(run / "method" / "directions.pt")
+    return fitted.vectors[fitted.chosen][fitted.pick(name)[0]]
 
 
 def _first(run: Path, n: int) -> pd.DataFrame:
@@ -53,7 +62,8 @@ def run_row(run: Path, n: int) -> dict:
         raise SystemExit(f"{run}: not a gcd run")
     table = _first(run, n)
     config = info["identity"]["config"]
-    return {"run": info["run_id"], "source": config["source"], "renders": config["renders"] * config["fits"],
+    return {"run": info["run_id"], "source": config["source"],
+            "source_pred": Directions.load(run / "method" / "directions.pt").info["source_pred"], "renders": config["renders"] * config["fits"],
             "direction": config["direction"], "n": n, "fr": _rate(table["success"]),
             "fr_null": _rate(table["null_success"]), "fit": info.get("fit")}  # fmt: skip
 
@@ -87,10 +97,15 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=None, help="renders: write the plot (PNG) here")
     args = parser.parse_args()
     rows = [run_row(run, args.n) for run in args.runs]
+    if args.ablation != "directions":  # how far each fit's direction is from the first run's
+        first = _direction(args.runs[0], rows[0]["direction"])
+        for run, row in zip(args.runs, rows):
+            row["cosine_to_first"] = float(_direction(run, row["direction"]) @ first)
     for row in rows:
         fr, null = row["fr"], row["fr_null"]
         print(f"{row['run']}: source {row['source']:>4} renders {row['renders']:>6} FR {fr['value']:5.1f}% "
-              f"[{fr['ci'][0]:.1f}, {fr['ci'][1]:.1f}] null {null['value']:4.1f}%")  # fmt: skip
+              f"[{fr['ci'][0]:.1f}, {fr['ci'][1]:.1f}] null {null['value']:4.1f}% "
+              f"cos {row.get('cosine_to_first', float('nan')):+.2f}")  # fmt: skip
     if args.ablation == "sources":
         result = sources(rows)
         print(f"FR over {len(rows)} sources: {result['fr_mean']:.1f} ± {result['fr_std']:.1f}%")
