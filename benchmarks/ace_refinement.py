@@ -1,6 +1,7 @@
 """Why an ACE counterfactual fails: for the failed samples of a finished ACE run, the
-classifier on the saved pre-explanation x′ (against the saved original x), on the filter F_τ(x′) with fresh noise, and
-on the refinement (Algorithm 2) redone with fresh noise at other mask thresholds.
+classifier on the saved pre-explanation x′, on the filter F_τ(x′) with fresh noise, and on
+the refinement (Algorithm 2) of the saved x and x′ redone with fresh noise at other mask
+thresholds.
 
     PYTHONPATH=. python benchmarks/ace_refinement.py runs/synthfaces_smile/ace-quick-s0-XXXX \\
         --draws 3 --thresholds 0.15 0.1 0.05 --record benchmarks/results/ace-refinement-smile.json
@@ -16,19 +17,13 @@ import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
-from PIL import Image
 
 from cfbench.classifiers import load_classifier
 from cfbench.methods import METHODS
 from cfbench.methods.ace import Denoiser
 from cfbench.randomness import SampleRNG
-
-
-def _png(path: Path) -> torch.Tensor:
-    return torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1).float() / 255
+from cfbench.record import RunRecord
 
 
 def main() -> None:
@@ -39,16 +34,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--record", type=Path, default=None)
     args = parser.parse_args()
-    info = json.loads((args.run / "run.json").read_text())
-    identity = info["identity"]
-    if identity["method"] != "ace":
+    record = RunRecord(args.run)
+    info = record.read_info() or {}
+    identity = info.get("identity", {})
+    if identity.get("method") != "ace":
         raise SystemExit(f"{args.run}: not an ace run")
-    table = pd.read_csv(args.run / "samples.csv", dtype={"id": str})
+    table = record.read_table()
     failed = table[~table["success"].astype(bool)].sort_values("index")
     if failed.empty:
         raise SystemExit(f"{args.run}: no failed sample")
     ids = failed["id"].tolist()  # x and x′ as saved, both 8-bit
-    x, pre = (torch.stack([_png(args.run / folder / f"{i}.png") for i in ids]) for folder in ("originals", "pre_explanations"))
+    x, pre = (torch.stack([record.load_image(folder, i) for i in ids]) for folder in ("originals", "pre_explanations"))
     classifier = load_classifier(identity["classifier"], identity["attribute"]).eval()
     toward = torch.where(torch.tensor(failed["target"].to_numpy()) == 1, 1.0, -1.0)
     cls = METHODS.get("ace")

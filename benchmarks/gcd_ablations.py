@@ -42,8 +42,7 @@ def _rate(values: pd.Series) -> dict:
     return {"value": float(x.mean()), "ci": [float(v) for v in bootstrap_ci(x)]}
 
 
-def _direction(run: Path, name: str) -> torch.Tensor:
-    fitted = Directions.load(run / "method" / "directions.pt")
+def _direction(fitted: Directions, name: str) -> torch.Tensor:
     return fitted.vectors[fitted.chosen][fitted.pick(name)[0]]
 
 
@@ -55,17 +54,17 @@ def _first(run: Path, n: int) -> pd.DataFrame:
     return table
 
 
-def run_row(run: Path, n: int) -> dict:
-    """FR and fr_null of a gcd run on its first ``n`` images, with its setting and fit cost."""
+def run_row(run: Path, n: int, fitted: Directions) -> dict:
+    """FR and fr_null of a gcd run on its first ``n`` images, with its setting, its fit's
+    source class and cost."""
     info = json.loads((run / "run.json").read_text())
     if info["identity"]["method"] != "gcd":
         raise SystemExit(f"{run}: not a gcd run")
     table = _first(run, n)
     config = info["identity"]["config"]
-    return {"run": info["run_id"], "source": config["source"],
-            "source_pred": Directions.load(run / "method" / "directions.pt").info["source_pred"], "renders": config["renders"] * config["fits"],
-            "direction": config["direction"], "n": n, "fr": _rate(table["success"]),
-            "fr_null": _rate(table["null_success"]), "fit": info.get("fit")}  # fmt: skip
+    return {"run": info["run_id"], "source": config["source"], "source_pred": fitted.info["source_pred"],
+            "renders": config["renders"] * config["fits"], "direction": config["direction"], "n": n,
+            "fr": _rate(table["success"]), "fr_null": _rate(table["null_success"]), "fit": info.get("fit")}  # fmt: skip
 
 
 def direction_rows(run: Path, n: int) -> list[dict]:
@@ -96,11 +95,12 @@ def main() -> None:
     parser.add_argument("--record", type=Path, default=None, help="write the JSON here")
     parser.add_argument("--plot", type=Path, default=None, help="renders: write the plot (PNG) here")
     args = parser.parse_args()
-    rows = [run_row(run, args.n) for run in args.runs]
+    fits = [Directions.load(run / "method" / "directions.pt") for run in args.runs]
+    rows = [run_row(run, args.n, fitted) for run, fitted in zip(args.runs, fits)]
     if args.ablation != "directions":  # how far each fit's direction is from the first run's
-        first = _direction(args.runs[0], rows[0]["direction"])
-        for run, row in zip(args.runs, rows):
-            row["cosine_to_first"] = float(_direction(run, row["direction"]) @ first)
+        first = _direction(fits[0], rows[0]["direction"])
+        for fitted, row in zip(fits, rows):
+            row["cosine_to_first"] = float(_direction(fitted, row["direction"]) @ first)
     for row in rows:
         fr, null = row["fr"], row["fr_null"]
         print(f"{row['run']}: source {row['source']:>4} renders {row['renders']:>6} FR {fr['value']:5.1f}% "

@@ -219,7 +219,7 @@ def test_a_run_resolves_the_queries_threshold_by_query_or_attribute_name(attr, t
     assert job.config.mask_threshold == 0.4
 
 
-def test_the_refinement_diagnostic_reads_the_failures_of_a_run_record(tmp_path, monkeypatch, capsys):
+def test_the_refinement_diagnostic_reads_the_failures_of_a_run_record(tmp_path, monkeypatch):
     weights = save_tiny_ddpm(tmp_path / "tiny-ddpm.pt")
     overrides = {"backbone": "tiny-ddpm", "weights_path": str(weights), "respacing": "20", "tau": "2",
                  "attack_iterations": "2", "attack_step": "0", "dilation": "3"}  # no attack: x′ = x, every sample fails
