@@ -2,7 +2,7 @@
 through the harness with the protocol's metrics; the table a dataset config's tuned
 values cite.
 
-    PYTHONPATH=. python benchmarks/tune_method.py --method dime --profile quick --n 32 \\
+    PYTHONPATH=. python benchmarks/tune_method.py --method dime --profile quick --n 32 --split val \\
         --grid "classifier_scales=2|4|8" --grid "lambda_p=10|30" --out runs/tune-dime-smile
 
 Each ``--grid KEY=V1|V2|…`` is a hyperparameter and its values (as ``cfbench run --set``
@@ -31,6 +31,8 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="fixed overrides")
     parser.add_argument("--metrics", nargs="+", default=["fr", "fva", "mnac", "fid", "l1"])
     parser.add_argument("--n", type=int, default=32)
+    parser.add_argument("--split", default=None, help="the split whose first n images are explained (default: the "
+                        "dataset's evaluation split; val keeps the tuning off the leaderboards' images)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, required=True)
@@ -44,7 +46,7 @@ def main() -> None:
         spec = RunSpec(method=args.method, dataset=args.dataset, attr=args.attr, n=args.n,
                        batch_size=args.batch_size, device=args.device, profile=args.profile,
                        overrides={**fixed, **setting}, out=args.out / name, extra_metrics=tuple(args.metrics),
-                       progress=True)  # fmt: skip
+                       progress=True, split=args.split)  # fmt: skip
         metrics = Run(spec).execute()
         rows.append({**setting, **{m: metrics[m]["value"] for m in args.metrics if m in metrics}})
         table = pd.DataFrame(rows)

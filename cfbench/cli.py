@@ -125,6 +125,8 @@ def _parse_seeds(text: str) -> list[int]:
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="the dataset's folder, or the folder holding celeba/ and celebahq/ (default: $CFBENCH_DATA)")
 @click.option("--n", "n", default=100, show_default=True, type=int, help="first N images of the evaluation split")
+@click.option("--split", default=None, help="explain the first N images of this split instead (e.g. val, to tune a "
+              "method on images the leaderboards do not use)")
 @click.option("--batch-size", default=8, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--seeds", default=None, metavar="S1,S2,…",
@@ -147,7 +149,7 @@ def _parse_seeds(text: str) -> list[int]:
               help="published run records shown beside yours in the local leaderboards (skipped when absent)")
 @click.option("--no-progress", is_flag=True, help="hide the progress bar")
 @one_line_errors
-def run(method, dataset, attr, classifier, classifier_opts, data_root, n, batch_size, seed, seeds, device, profile,
+def run(method, dataset, attr, classifier, classifier_opts, data_root, n, split, batch_size, seed, seeds, device, profile,
         target, sets, out, runs_root, protocol, extra_metrics, networks, leaderboards, published, no_progress) -> None:  # fmt: skip
     """Generate counterfactuals, compute the metrics and record the run (resumable); then
     refresh the local leaderboards (the published ones change only by `cfbench leaderboard`)."""
@@ -165,7 +167,7 @@ def run(method, dataset, attr, classifier, classifier_opts, data_root, n, batch_
             classifier_options=_parse_pairs(classifier_opts, "--classifier-opt"),
             device=device, overrides=_parse_pairs(sets), out=out, protocol=protocol,
             extra_metrics=extra_metrics, networks=_parse_pairs(networks, "--network"),
-            profile=profile, runs_root=runs_root, progress=not no_progress, target=target,
+            profile=profile, runs_root=runs_root, progress=not no_progress, target=target, split=split,
         ))
         for s in seed_list
     ]  # fmt: skip

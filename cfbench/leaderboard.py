@@ -68,11 +68,12 @@ def reported_rows(reference_dir: Path) -> pd.DataFrame:
 def _variant(info: dict) -> str:
     """The run's profile, followed by the settings its method names in ``row_settings``
     (DiME's Table 2 ablation): ``quick/naive``; a run asked to flip the label rather than
-    the prediction (`cfbench run --target label`) ends in ``/target=label``."""
+    the prediction (`cfbench run --target label`) ends in ``/target=label``, one on another
+    split than the dataset's evaluation split (`--split val`) in ``/split=val``."""
     config = info["identity"].get("config", {})
     settings = [str(config[key]) for key in info.get("row_settings", ()) if key in config]
-    target = [f"target={info['identity']['target']}"] if "target" in info["identity"] else []
-    return "/".join([info["identity"]["profile"], *settings, *target])
+    marks = [f"{key}={info['identity'][key]}" for key in ("target", "split") if key in info["identity"]]
+    return "/".join([info["identity"]["profile"], *settings, *marks])
 
 
 def _flags(flags: object) -> str:

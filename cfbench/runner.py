@@ -61,6 +61,7 @@ class RunSpec:
     runs_root: Path = Path("runs")
     progress: bool = True
     target: str = "prediction"  # a key of TARGETS
+    split: str | None = None  # None: the dataset's evaluation split (`--split val` tunes on held-out images)
 
 
 #: what a counterfactual is asked to reach, for binary attributes
@@ -98,10 +99,13 @@ class Run:
         #: the dataset whose method settings and evaluation networks apply (celeba-minival: celeba's)
         self.family = getattr(self.dataset, "family", "") or spec.dataset
         self.attribute = resolve_attribute(self.dataset, spec.attr)
-        self.split = self.dataset.split(self.dataset.eval_split)
+        self.split_name = spec.split or self.dataset.eval_split
+        if self.split_name not in self.dataset.splits:
+            raise CfbenchError(f"--split {self.split_name}: {spec.dataset} has the splits {', '.join(self.dataset.splits)}.")
+        self.split = self.dataset.split(self.split_name)
         if spec.n > len(self.split):
             raise CfbenchError(
-                f"--n {spec.n} is larger than the {self.dataset.eval_split} split of {spec.dataset} "
+                f"--n {spec.n} is larger than the {self.split_name} split of {spec.dataset} "
                 f"({len(self.split)} images); use --n {len(self.split)} or less."
             )
         self.attribute_index = self.dataset.attributes.index(self.attribute)
@@ -172,6 +176,7 @@ class Run:
             "profile": self.profile,
             "config": self.config.to_dict(),
             **({"target": spec.target} if spec.target != "prediction" else {}),  # the default keeps run ids
+            **({"split": self.split_name} if self.split_name != self.dataset.eval_split else {}),
         })
         run_dir = spec.runs_root / f"{self.dataset_name}_{self.attr_key}" / self.default_name()
         self.record = RunRecord(spec.out or run_dir)

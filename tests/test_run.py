@@ -85,6 +85,29 @@ def test_target_label_asks_for_the_opposite_of_the_label(workdir):
     assert result.exit_code == 2 and "--target opposite: use prediction or label." in result.stderr
 
 
+def test_split_val_explains_held_out_images_in_a_record_of_its_own(workdir):
+    """`--split val` (tuning off the leaderboards' images): the first n images of the
+    validation split, another record, its row marked ``split=val``; an unknown split is one
+    line and writes nothing."""
+    args = ("run", "--method", "identity", "--dataset", "synthfaces", "--attr", "smile", "--n", "4",
+            "--protocol", "cfbench-v1", "--device", "cpu", "--no-progress")
+    ok(invoke(*args))
+    ok(invoke(*args, "--split", "val"))
+    by_split = {}
+    for run_dir in (workdir / "runs" / "synthfaces_smile").iterdir():
+        info = json.loads((run_dir / "run.json").read_text())
+        by_split[info["identity"].get("split", "test")] = pd.read_csv(run_dir / "samples.csv")
+    assert sorted(by_split) == ["test", "val"]
+    assert not set(by_split["test"]["id"]) & set(by_split["val"]["id"])
+    board = (workdir / "runs" / "leaderboards" / "synthfaces_smile.csv").read_text()
+    assert "paper/split=val" in board
+    before = snapshot(workdir)
+    result = invoke(*args, "--split", "holdout")
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
+        "error: --split holdout: synthfaces has the splits train, val, test."]
+    assert snapshot(workdir) == before
+
+
 def test_pgd_flips_nearly_all(workdir):
     ok(invoke(*toy_run(*PGD_SETS, n=32, method="pgd")))
     run_dir = only_run_dir(workdir / "runs")
