@@ -9,11 +9,14 @@ Each ``--grid KEY=V1|V2|…`` is a hyperparameter and its values (as ``cfbench r
 takes them); ``--set`` fixes others. The runs stay under ``--out``, one directory per
 point, so an interrupted sweep goes on where it stopped; ``sweep.csv`` there holds the
 table that is printed. ``--metrics`` outside the protocol (query_changed, …) are computed too.
+``--record FILE`` keeps each point's metrics with their CIs in a JSON file; points of
+another sweep on the same images join those already there.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -36,10 +39,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--record", type=Path, default=None, help="keep the points' metrics and CIs in this JSON")
     args = parser.parse_args()
     axes = {key: values.split("|") for key, values in (g.split("=", 1) for g in args.grid)}
     fixed = dict(o.split("=", 1) for o in args.set)
-    rows = []
+    rows, points = [], {}
     for point in itertools.product(*axes.values()):
         setting = dict(zip(axes, point))
         name = ",".join(f"{k}={v}" for k, v in setting.items()) or "defaults"
@@ -49,9 +53,25 @@ def main() -> None:
                        progress=True, split=args.split)  # fmt: skip
         metrics = Run(spec).execute()
         rows.append({**setting, **{m: metrics[m]["value"] for m in args.metrics if m in metrics}})
+        points[name] = {m: {"value": metrics[m]["value"], "ci": metrics[m].get("ci")}
+                        for m in args.metrics if m in metrics}  # fmt: skip
+        if args.record:
+            record(args, fixed, points)
         table = pd.DataFrame(rows)
         table.to_csv(args.out / "sweep.csv", index=False)
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"), flush=True)
+
+
+def record(args: argparse.Namespace, fixed: dict, points: dict) -> None:
+    """Write ``points`` into ``args.record``, beside the points of earlier sweeps on the same
+    method, images and fixed settings."""
+    images = {"method": args.method, "dataset": args.dataset, "attr": args.attr, "split": args.split or "default",
+              "n": args.n, "profile": args.profile, "set": fixed}  # fmt: skip
+    kept = json.loads(args.record.read_text()) if args.record.exists() else {}
+    if kept and {k: kept.get(k) for k in images} != images:
+        raise SystemExit(f"{args.record} holds a sweep of other images or settings; use another file.")
+    args.record.parent.mkdir(parents=True, exist_ok=True)
+    args.record.write_text(json.dumps({**images, "points": {**kept.get("points", {}), **points}}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -149,8 +149,8 @@ def _parse_seeds(text: str) -> list[int]:
               help="published run records shown beside yours in the local leaderboards (skipped when absent)")
 @click.option("--no-progress", is_flag=True, help="hide the progress bar")
 @one_line_errors
-def run(method, dataset, attr, classifier, classifier_opts, data_root, n, split, batch_size, seed, seeds, device, profile,
-        target, sets, out, runs_root, protocol, extra_metrics, networks, leaderboards, published, no_progress) -> None:  # fmt: skip
+def run(method, dataset, attr, classifier, classifier_opts, data_root, n, split, batch_size, seed, seeds, device,
+        profile, target, sets, out, runs_root, protocol, extra_metrics, networks, leaderboards, published, no_progress) -> None:  # fmt: skip
     """Generate counterfactuals, compute the metrics and record the run (resumable); then
     refresh the local leaderboards (the published ones change only by `cfbench leaderboard`)."""
     if data_root is not None:  # the environment, so that a metric that rebuilds the dataset (CD) finds it too

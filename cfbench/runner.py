@@ -101,7 +101,8 @@ class Run:
         self.attribute = resolve_attribute(self.dataset, spec.attr)
         self.split_name = spec.split or self.dataset.eval_split
         if self.split_name not in self.dataset.splits:
-            raise CfbenchError(f"--split {self.split_name}: {spec.dataset} has the splits {', '.join(self.dataset.splits)}.")
+            splits = ", ".join(self.dataset.splits)
+            raise CfbenchError(f"--split {self.split_name}: {spec.dataset} has the splits {splits}.")
         self.split = self.dataset.split(self.split_name)
         if spec.n > len(self.split):
             raise CfbenchError(
