@@ -43,7 +43,8 @@ def main() -> None:
     args = parser.parse_args()
     axes = {key: values.split("|") for key, values in (g.split("=", 1) for g in args.grid)}
     fixed = dict(o.split("=", 1) for o in args.set)
-    rows, points = [], {}
+    rows = []
+    kept = open_record(args, fixed) if args.record else None
     for point in itertools.product(*axes.values()):
         setting = dict(zip(axes, point))
         name = ",".join(f"{k}={v}" for k, v in setting.items()) or "defaults"
@@ -53,25 +54,25 @@ def main() -> None:
                        progress=True, split=args.split)  # fmt: skip
         metrics = Run(spec).execute()
         rows.append({**setting, **{m: metrics[m]["value"] for m in args.metrics if m in metrics}})
-        points[name] = {m: {"value": metrics[m]["value"], "ci": metrics[m].get("ci")}
-                        for m in args.metrics if m in metrics}  # fmt: skip
-        if args.record:
-            record(args, fixed, points)
+        if kept is not None:
+            kept["points"][name] = {m: {"value": metrics[m]["value"], "ci": metrics[m].get("ci")}
+                                    for m in args.metrics if m in metrics}  # fmt: skip
+            args.record.parent.mkdir(parents=True, exist_ok=True)
+            args.record.write_text(json.dumps(kept, indent=1) + "\n")
         table = pd.DataFrame(rows)
         table.to_csv(args.out / "sweep.csv", index=False)
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"), flush=True)
 
 
-def record(args: argparse.Namespace, fixed: dict, points: dict) -> None:
-    """Write ``points`` into ``args.record``, beside the points of earlier sweeps on the same
-    method, images and fixed settings."""
+def open_record(args: argparse.Namespace, fixed: dict) -> dict:
+    """The sweep record to add points to: ``args.record``'s when it holds the same method,
+    images and fixed settings (refused before any run when it does not), else a new one."""
     images = {"method": args.method, "dataset": args.dataset, "attr": args.attr, "split": args.split or "default",
               "n": args.n, "profile": args.profile, "set": fixed}  # fmt: skip
     kept = json.loads(args.record.read_text()) if args.record.exists() else {}
     if kept and {k: kept.get(k) for k in images} != images:
         raise SystemExit(f"{args.record} holds a sweep of other images or settings; use another file.")
-    args.record.parent.mkdir(parents=True, exist_ok=True)
-    args.record.write_text(json.dumps({**images, "points": {**kept.get("points", {}), **points}}, indent=1) + "\n")
+    return {**images, "points": kept.get("points", {})}
 
 
 if __name__ == "__main__":
