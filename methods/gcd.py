@@ -323,15 +323,17 @@ class GCD(Method):
     # -- the networks, on fixed chunks -------------------------------------------------
     def encode_semantic(self, x: Tensor) -> Tensor:
         """[0, 1] images -> z_sem (the semantic encoder only)."""
+        return self._semantic(self.backbone.space.encode(x.to(self.device)))
+
+    def _semantic(self, x_enc: Tensor) -> Tensor:
         with torch.no_grad():
-            return fixed_chunks(self.backbone.model.encode, self.config.network_batch,
-                                self.backbone.space.encode(x.to(self.device)))
+            return fixed_chunks(self.backbone.model.encode, self.config.network_batch, x_enc)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """[0, 1] images -> (z_sem, x_T) (the inversion counts ``encode_steps`` evaluations
         per image)."""
         x_enc = self.backbone.space.encode(x.to(self.device))
-        z = self.encode_semantic(x)
+        z = self._semantic(x_enc)
         denoiser = self._denoiser(z, self.encode_process)
         return z, ddim_invert(denoiser, x_enc)
 
