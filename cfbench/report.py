@@ -13,7 +13,8 @@ rows of the dataset beside the runs, cost per counterfactual; a click on a heade
 and ``index.html#sort=fr`` or ``#sort=fr:asc`` sorts on load), the shortcut track where
 the classifier declares a shortcut, two scatter plots (inline SVG: FR against seconds per
 counterfactual, realism against closeness) and the first images of every method side by
-side. Scripts report their errors into ``#js-errors`` (shown when not empty).
+side. Its style and scripts (``cfbench/report_assets/``) are inlined; the scripts report
+their errors into ``#js-errors`` (shown when not empty).
 
 Rebuilding from the same runs gives the same files: the page's date is the suite's (or
 the newest run's), never the time it was drawn.
@@ -26,6 +27,7 @@ import math
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -561,96 +563,9 @@ def plots_html(page: Page) -> str:
 
 
 # -- the page ------------------------------------------------------------------------------------
-CSS = """
-body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5em;color:#222}
-h1{font-size:1.5em;margin:0 0 .4em}h2{font-size:1.2em;margin:1.6em 0 .4em}
-.note{color:#444;max-width:70em}.summary td,.summary th{text-align:left;padding:1px 10px 1px 0;vertical-align:top}
-.failed{color:#b00020}.scroll{overflow-x:auto}
-table.sortable{border-collapse:collapse;font-size:13px}
-table.sortable th,table.sortable td{border-bottom:1px solid #ddd;padding:3px 6px;white-space:nowrap;text-align:right}
-table.sortable td[data-key=source],table.sortable td[data-key=method],table.sortable td[data-key=variant],
-table.sortable td[data-key=classifier],table.sortable td[data-key=device],
-table.sortable td[data-key=protocol]{text-align:left}
-table.sortable th button{font:inherit;font-weight:600;background:none;border:0;padding:0;cursor:pointer}
-table.sortable th[aria-sort=ascending] button::after{content:" ▲"}
-table.sortable th[aria-sort=descending] button::after{content:" ▼"}
-tr.reported{background:#f5f5fa;color:#555}.ci{color:#888;font-size:11px}.id{color:#999;font-size:10px}
-.mark{color:#a05a00}.na{color:#aaa}.ok{color:#1a7f37}.no{color:#b00020}
-#images td{padding:4px;vertical-align:top;border-bottom:1px solid #eee}#images th{text-align:left}
-.figs{display:flex;gap:4px}figure{margin:0;text-align:center}
-#images img{width:96px;height:96px;image-rendering:pixelated;display:block;border:1px solid #bbb}
-figcaption{font-size:11px;color:#444}.plots{display:flex;flex-wrap:wrap;gap:24px}
-#js-errors{color:#b00020;white-space:pre-wrap}
-#shortcut-track td,#shortcut-track th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}
-#shortcut-track td:first-child{text-align:left}
-"""
-
-#: first in <head>: every script error and console.error lands in #js-errors
-ERROR_JS = """
-(function(){
-  var found = [];
-  function show(){
-    var el = document.getElementById('js-errors');
-    if (el && found.length) { el.textContent = found.join('\\n'); el.hidden = false; }
-  }
-  window.cfbenchError = function(message){ found.push(String(message)); show(); };
-  window.addEventListener('error', function(e){ window.cfbenchError('error: ' + (e.message || e.type)); });
-  var original = console.error;
-  console.error = function(){
-    window.cfbenchError('console.error: ' + Array.prototype.join.call(arguments, ' '));
-    return original.apply(console, arguments);
-  };
-  document.addEventListener('DOMContentLoaded', show);
-})();
-"""
-
-#: sorting: a click on a header, or #sort=KEY[:asc|desc] in the address on load
-SORT_JS = """
-(function(){
-  function sortTable(table, key, dir){
-    var th = table.querySelector('th[data-key="' + key + '"]');
-    if (!th) { return false; }
-    var column = Array.prototype.indexOf.call(th.parentNode.children, th);
-    var numeric = th.getAttribute('data-type') === 'num';
-    dir = dir || th.getAttribute('data-dir') || 'asc';
-    var body = table.tBodies[0];
-    var rows = Array.prototype.slice.call(body.rows).map(function(row, i){ return {row: row, i: i}; });
-    rows.sort(function(a, b){
-      var x = a.row.cells[column].getAttribute('data-v'), y = b.row.cells[column].getAttribute('data-v');
-      var ex = x === null || x === '', ey = y === null || y === '';
-      if (ex || ey) { return ex && ey ? a.i - b.i : (ex ? 1 : -1); }
-      var c = numeric ? parseFloat(x) - parseFloat(y) : x.localeCompare(y);
-      if (c === 0) { return a.i - b.i; }
-      return dir === 'asc' ? c : -c;
-    });
-    rows.forEach(function(r){ body.appendChild(r.row); });
-    Array.prototype.forEach.call(table.querySelectorAll('th'), function(h){ h.removeAttribute('aria-sort'); });
-    th.setAttribute('aria-sort', dir === 'asc' ? 'ascending' : 'descending');
-    table.setAttribute('data-sorted-by', key);
-    table.setAttribute('data-sort-dir', dir);
-    return true;
-  }
-  document.addEventListener('DOMContentLoaded', function(){
-    Array.prototype.forEach.call(document.querySelectorAll('table.sortable'), function(table){
-      Array.prototype.forEach.call(table.querySelectorAll('th[data-key]'), function(th){
-        th.querySelector('button').addEventListener('click', function(){
-          var key = th.getAttribute('data-key');
-          var dir = table.getAttribute('data-sorted-by') === key
-            ? (table.getAttribute('data-sort-dir') === 'asc' ? 'desc' : 'asc') : null;
-          sortTable(table, key, dir);
-          history.replaceState(null, '', '#sort=' + key + ':' + table.getAttribute('data-sort-dir'));
-        });
-      });
-    });
-    var match = /sort=([^:&]+)(?::(asc|desc))?/.exec(decodeURIComponent(location.hash || ''));
-    var table = document.getElementById('leaderboard');
-    if (match && table && !sortTable(table, match[1], match[2])) {
-      window.cfbenchError('no column ' + match[1] + ' to sort by');
-    }
-    document.body.setAttribute('data-ready', '1');
-  });
-})();
-"""
+def asset(name: str) -> str:
+    """The text of a file of ``cfbench/report_assets`` (inlined: the page opens from disk)."""
+    return resources.files("cfbench").joinpath("report_assets", name).read_text(encoding="utf-8")
 
 
 def summary_html(page: Page) -> str:
@@ -705,8 +620,8 @@ def render(page: Page, out: Path) -> str:
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{esc(title)}</title>",
-        f"<script>{ERROR_JS}</script>",
-        f"<style>{CSS}</style>",
+        f"<script>{asset('errors.js')}</script>",
+        f"<style>{asset('report.css')}</style>",
         "</head><body>",
         f"<h1>{esc(title)}</h1>",
         '<pre id="js-errors" hidden></pre>',
@@ -719,7 +634,7 @@ def render(page: Page, out: Path) -> str:
         plots_html(page),
         '<h2 id="samples">Images</h2>',
         images_html(page, out),
-        f"<script>{SORT_JS}</script>",
+        f"<script>{asset('sort.js')}</script>",
         "</body></html>",
     ]
     return "\n".join(part for part in parts if part) + "\n"

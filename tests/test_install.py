@@ -57,7 +57,8 @@ def test_regular_install_from_a_wheel(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ("cfbench/methods/__init__.py", "cfbench/methods/pgd.py", "cfbench/metrics/flip_ratio.py",
                  "cfbench/metrics/protocol.py", "cfbench/oracles/__init__.py", "cfbench/reference/ace.csv",
-                 "cfbench/reference/README.md", "cfbench/cli.py"):  # fmt: skip
+                 "cfbench/reference/README.md", "cfbench/cli.py", "cfbench/report_assets/sort.js",
+                 "cfbench/report_assets/errors.js", "cfbench/report_assets/report.css"):  # fmt: skip
         assert name in names, name
     assert not [n for n in names if n.split("/")[0] in ("methods", "metrics", "oracles", "leaderboards", "tests")]
 
