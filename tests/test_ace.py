@@ -160,6 +160,9 @@ def test_paper_settings_by_distance_dataset_and_query():
     assert cls.resolve_config("celebahq", None, {"distance": "l2", "mask_threshold": "0.2"}, "age").mask_threshold == 0.2
     assert cls.resolve_config("celeba", None, {"distance": "l2", "lambda_d": "0.5"}).lambda_d == 0.5
     assert cls.resolve_config("celebahq", None, {}).respacing == "25"
+    tuned = {d: cls.resolve_config("synthfaces", "quick", {"distance": d}).lambda_d for d in ("l1", "l2")}
+    assert tuned == {"l1": 0.0001, "l2": 0.1}
+    assert cls.resolve_config("synthfaces", "quick", {"lambda_d": "0.001"}).lambda_d == 0.001
 
 
 def test_outside_the_mask_a_run_record_holds_the_input(tmp_path):
