@@ -172,12 +172,12 @@ class ACE(Method):
         tuned value) and the mask threshold of (dataset, distance, query) from supp. A
         unless ``--set`` gives them."""
         config = super().resolve_config(dataset, profile, overrides, query)
-        paper = {}
+        defaults = {}
         if "lambda_d" not in overrides:
-            paper["lambda_d"] = cls.TUNED_LAMBDA_D.get((dataset, config.distance), cls.LAMBDA_D[config.distance])
+            defaults["lambda_d"] = cls.TUNED_LAMBDA_D.get((dataset, config.distance), cls.LAMBDA_D[config.distance])
         if "mask_threshold" not in overrides and (dataset, config.distance, query) in cls.THRESHOLDS:
-            paper["mask_threshold"] = cls.THRESHOLDS[(dataset, config.distance, query)]
-        return dataclasses.replace(config, **paper).validate()
+            defaults["mask_threshold"] = cls.THRESHOLDS[(dataset, config.distance, query)]
+        return dataclasses.replace(config, **defaults).validate()
 
     def null_edit(self) -> ACE:
         """F_τ(x): the filter on the input, no attack (Algorithm 1 with no iteration)."""
