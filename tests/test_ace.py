@@ -161,7 +161,7 @@ def test_paper_settings_by_distance_dataset_and_query():
     assert cls.resolve_config("celeba", None, {"distance": "l2", "lambda_d": "0.5"}).lambda_d == 0.5
     assert cls.resolve_config("celebahq", None, {}).respacing == "25"
     tuned = {d: cls.resolve_config("synthfaces", "quick", {"distance": d}).lambda_d for d in ("l1", "l2")}
-    assert tuned == {"l1": 0.0001, "l2": 0.1}
+    assert tuned == {"l1": 0.00003, "l2": 0.001}
     assert cls.resolve_config("synthfaces", "quick", {"lambda_d": "0.001"}).lambda_d == 0.001
 
 
