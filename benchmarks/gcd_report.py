@@ -1,14 +1,16 @@
 """GCD's reports on a finished run: the classifier's probability of the original class
 along the transferred direction (GCD App. D.2, Fig. 7) as a plot, and, on synthfaces,
 where the BB-LIG maps put their mass: the share of Σ|a| on the cheeks and on the mouth
-(the renderer's regions, `SynthFacesSplit.region_masks`).
+(the renderer's regions, `SynthFacesSplit.region_masks`), and that share over the region's
+share of the image (its density: 1 where a map is uniform), which compares regions of
+different sizes.
 
     PYTHONPATH=. python benchmarks/gcd_report.py runs/synthfaces_smile/gcd-quick-s0-XXXX \
         --record benchmarks/results/gcd-smile.json --plot benchmarks/results/gcd-smile-curve.png
 
 On `synthfaces-shortcut-smile`, which decides on Rosy_Cheeks, maps that follow the
-classifier put their mass on the cheeks. Shares are given with 95% bootstrap CIs, over
-the successful counterfactuals.
+classifier put their mass on the cheeks. Shares and densities are given with 95% bootstrap
+CIs, over the successful counterfactuals; ``cheeks_above_mouth_pct`` compares densities.
 """
 from __future__ import annotations
 
@@ -43,22 +45,31 @@ def probability_curves(record: RunRecord, table, config: dict) -> tuple[list[flo
     return steps, curves
 
 
+def region_shares(a: np.ndarray, regions: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
+    """Per region of ``REGIONS``: the share of Σ|a| inside it, and that share over the
+    region's share of the image (1 where |a| is uniform)."""
+    mass = np.abs(a)
+    total = mass.sum()
+    return {name: (share := float(mass[regions[name]].sum() / total), share / float(regions[name].mean()))
+            for name in REGIONS}  # fmt: skip
+
+
 def region_mass(record: RunRecord, table, dataset: str) -> dict:
     split = get_dataset(dataset).split("test")
     shares = {name: [] for name in REGIONS}
     for index, sample_id, success in zip(table["index"], table["id"], table["success"]):
         if not success or not record.has_array("attributions", sample_id):
             continue
-        a = record.load_array("attributions", sample_id).abs()[0].numpy()
-        total = a.sum()
-        if total <= 0:
+        a = record.load_array("attributions", sample_id)[0].numpy()
+        if not np.abs(a).sum() > 0:
             continue
-        regions = split.region_masks(int(index))
-        for name in REGIONS:
-            shares[name].append(float(a[regions[name]].sum() / total))
-    cheeks, mouth = (np.array(shares[name]) for name in REGIONS)
-    return {"n": len(cheeks), **{f"{name}_mass_share": _ci(np.array(shares[name])) for name in REGIONS},
-            "cheeks_above_mouth_pct": _ci((cheeks > mouth).astype(float) * 100)}  # fmt: skip
+        for name, pair in region_shares(a, split.region_masks(int(index))).items():
+            shares[name].append(pair)
+    found = {name: np.array(shares[name]).reshape(-1, 2) for name in REGIONS}
+    return {"n": len(found["cheeks"]),
+            **{f"{name}_mass_share": _ci(found[name][:, 0]) for name in REGIONS},
+            **{f"{name}_density": _ci(found[name][:, 1]) for name in REGIONS},
+            "cheeks_above_mouth_pct": _ci((found["cheeks"][:, 1] > found["mouth"][:, 1]).astype(float) * 100)}  # fmt: skip
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 and reused, on synthetic data and the tiny random DiffAE of tests/fixtures/tiny_backbone.py."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -232,3 +233,18 @@ def test_the_source_and_renders_ablations_read_the_first_n_images_of_each_run(tm
     short = subprocess.run([sys.executable, "benchmarks/gcd_ablations.py", "sources", str(runs[0]), "--n", "4"],
                            capture_output=True, text=True, cwd=ROOT)  # fmt: skip
     assert short.returncode != 0 and "3 of the first 4 images are done" in short.stderr
+
+
+def test_bb_lig_region_densities_compare_regions_of_different_sizes():
+    spec = importlib.util.spec_from_file_location("gcd_report", ROOT / "benchmarks" / "gcd_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    regions = {"cheeks": np.zeros((8, 8), bool), "mouth": np.zeros((8, 8), bool)}
+    regions["cheeks"][:4] = True  # half of the image
+    regions["mouth"][6, :2] = True  # 2 of 64 pixels
+    uniform = report.region_shares(-np.ones((8, 8)), regions)  # |a| counts, its sign does not
+    assert uniform["cheeks"] == pytest.approx((0.5, 1.0)) and uniform["mouth"] == pytest.approx((2 / 64, 1.0))
+    a = np.zeros((8, 8))
+    a[0, 0], a[6, 0] = 3.0, 1.0  # a quarter of the mass on the mouth, which is 1/32 of the image
+    found = report.region_shares(a, regions)
+    assert found["cheeks"] == pytest.approx((0.75, 1.5)) and found["mouth"] == pytest.approx((0.25, 8.0))
