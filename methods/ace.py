@@ -138,17 +138,9 @@ class ACE(Method):
     }  # fmt: skip
     # quick: the paper's attack budget (50 × 1/255 = 20 × 2.5/255) in 2.5× fewer iterations
     profiles = {"paper": {}, "quick": {"attack_iterations": 20, "attack_step": 2.5}}
-    # synthfaces quick: 30 iterations. On 16 smile test images (`benchmarks/tune_method.py --method ace --profile
-    # quick --n 16 [--set attack_iterations=I] --grid "tau=T" / "attack_step=S"`): τ = 5 with 20 × 2.5/255 flips
-    # 87.5%, 10 × 5/255 75%, 20 × 4/255 75%, 30 × 2.5/255 100% (mask 26% of the image, query changed in 25% of
-    # successes); τ = 3 flips 93.8% but the oracle sees the smile change in none (an adversarial perturbation
-    # the filter at timestep 20 keeps). On the first 48 validation images (the same with `--split val --n 48 --grid
-    # "attack_iterations=30|60"` / `"loss_batch=1" --record benchmarks/results/ace-tuning-ATTR-val.json`), 60
-    # iterations flip 81.2% of age (30: 93.8%) and 93.8% of smile (30: 87.5%) with half the L1 (λ_d's sign steps
-    # keep shrinking x′ once it crosses), loss_batch = 1 89.6% and 93.8%. TUNED_LAMBDA_D is the largest λ_d
-    # whose validation FR is ≥ 95% on both attributes (`--grid "lambda_d=…"`, `--set distance=l2` for ℓ2; records
-    # ace-tuning-ATTR-val[-l2].json): ℓ1 0.001 / 0.0001 / 0.00003 flip 87.5 / 93.8 / 95.8% of smile and
-    # 93.8 / 97.9 / 97.9% of age; ℓ2 0.1 / 0.01 / 0.001 flip 68.8 / 87.5 / 95.8% and 79.2 / 95.8 / 100%
+    # synthfaces quick: 30 attack iterations; TUNED_LAMBDA_D is the largest λ_d whose FR on the first 48
+    # validation images is ≥ 95% on both smile and age. The sweeps (`benchmarks/tune_method.py --split val`) are
+    # recorded in benchmarks/results/ace-tuning-ATTR-val[-l2].json and tabulated in the README
     dataset_profiles = {("synthfaces", "quick"): {"attack_iterations": 30}}
     #: supp. A: mask thresholds that are not 0.15, by (dataset, distance, query)
     THRESHOLDS = {("celebahq", "l2", "smile"): 0.1, ("celebahq", "l2", "age"): 0.05}
