@@ -35,6 +35,7 @@ def describe_environment(device: torch.device, seed: int) -> dict:
         "packages": versions,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(),  # the CPU's reduction order, which float results depend on
         "seed": seed,
         "git_revision": git_revision(),
     }

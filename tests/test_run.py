@@ -161,7 +161,7 @@ def test_run_record_contents(workdir):
     assert env["device"] == "cpu" and env["seed"] == 3 and "git_revision" in env
     assert env["packages"]["torch"] == torch.__version__.split("+")[0] or env["packages"]["torch"] == torch.__version__
     assert env["packages"]["cfbench"] and env["packages"]["numpy"] == np.__version__
-    assert {"python", "platform", "device_name"} <= set(env)
+    assert {"python", "platform", "device_name"} <= set(env) and env["threads"] == torch.get_num_threads()
 
     # the first N of the evaluation split, in order; target = 1 - prediction
     table = pd.read_csv(run_dir / "samples.csv", dtype={"id": str})
