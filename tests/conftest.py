@@ -3,12 +3,14 @@ the test plugins loaded through ``CFBENCH_PLUGINS`` and each test in its own cwd
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from click.testing import CliRunner, Result
@@ -108,6 +110,14 @@ def assert_one_error_line(stderr: str, output: str = "") -> str:
 SOURCE_IGNORE = shutil.ignore_patterns(
     ".git", "build", "dist", "*.egg-info", "__pycache__", "runs", ".pytest_cache", ".benchmarks", ".venv", ".whl"
 )
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """The script ``benchmarks/NAME.py`` as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def copy_source(src: Path, dest: Path) -> Path:

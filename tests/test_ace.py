@@ -5,10 +5,8 @@ gradients, the mask and RePaint refinement leave every pixel outside the mask as
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,10 +23,9 @@ from cfbench.metrics.base import EvalData
 from cfbench.methods.ace import ACE, ACEConfig, unet_calls
 from cfbench.randomness import SampleRNG
 from cfbench.runner import Run, RunSpec
+from tests.conftest import load_benchmark
 from tests.fixtures.tiny_backbone import save_tiny_ddpm
 from tests.test_dime import Brightness, Linear, bright_and_dark, tiny_backbone
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def method(**overrides) -> ACE:
@@ -229,9 +226,7 @@ def test_the_refinement_diagnostic_reads_the_failures_of_a_run_record(tmp_path, 
     job = Run(RunSpec(method="ace", dataset="toy", attr="bright", classifier="toy-corner", n=3, batch_size=3, device="cpu",
                       overrides=overrides, out=tmp_path / "run", progress=False))  # fmt: skip
     job.execute(evaluate=False)
-    spec = importlib.util.spec_from_file_location("ace_refinement", ROOT / "benchmarks" / "ace_refinement.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("ace_refinement")
     record = tmp_path / "refinement.json"
     monkeypatch.setattr(sys, "argv", ["ace_refinement", str(job.record.path), "--draws", "2", "--thresholds", "0.15",
                                       "0.05", "--record", str(record)])  # fmt: skip
