@@ -47,9 +47,11 @@ def probability_curves(record: RunRecord, table, config: dict) -> tuple[list[flo
 
 def region_shares(a: np.ndarray, regions: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
     """Per region of ``REGIONS``: the share of Σ|a| inside it, and that share over the
-    region's share of the image (1 where |a| is uniform)."""
+    region's share of the image (1 where |a| is uniform); nothing for a map without mass."""
     mass = np.abs(a)
     total = mass.sum()
+    if not total > 0:
+        return {}
     return {name: (share := float(mass[regions[name]].sum() / total), share / float(regions[name].mean()))
             for name in REGIONS}  # fmt: skip
 
@@ -61,8 +63,6 @@ def region_mass(record: RunRecord, table, dataset: str) -> dict:
         if not success or not record.has_array("attributions", sample_id):
             continue
         a = record.load_array("attributions", sample_id)[0].numpy()
-        if not np.abs(a).sum() > 0:
-            continue
         for name, pair in region_shares(a, split.region_masks(int(index))).items():
             shares[name].append(pair)
     found = {name: np.array(shares[name]).reshape(-1, 2) for name in REGIONS}

@@ -2,7 +2,6 @@
 and reused, on synthetic data and the tiny random DiffAE of tests/fixtures/tiny_backbone.py."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import tests.fixtures.toy  # noqa: F401  (registers the toy dataset and classifi
 from cfbench.errors import CfbenchError
 from cfbench.methods.gcd import GCD, Directions, Proxy, bb_lig, cf_loss, proxy_directions, train_proxy
 from cfbench.runner import Run, RunSpec
+from tests.conftest import load_benchmark
 from tests.fixtures.tiny_backbone import save_tiny_diffae
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,9 +236,7 @@ def test_the_source_and_renders_ablations_read_the_first_n_images_of_each_run(tm
 
 
 def test_bb_lig_region_densities_compare_regions_of_different_sizes():
-    spec = importlib.util.spec_from_file_location("gcd_report", ROOT / "benchmarks" / "gcd_report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = load_benchmark("gcd_report")
     regions = {"cheeks": np.zeros((8, 8), bool), "mouth": np.zeros((8, 8), bool)}
     regions["cheeks"][:4] = True  # half of the image
     regions["mouth"][6, :2] = True  # 2 of 64 pixels
@@ -248,3 +246,4 @@ def test_bb_lig_region_densities_compare_regions_of_different_sizes():
     a[0, 0], a[6, 0] = 3.0, 1.0  # a quarter of the mass on the mouth, which is 1/32 of the image
     found = report.region_shares(a, regions)
     assert found["cheeks"] == pytest.approx((0.75, 1.5)) and found["mouth"] == pytest.approx((0.25, 8.0))
+    assert report.region_shares(np.zeros((8, 8)), regions) == {}  # a map without mass is left out
