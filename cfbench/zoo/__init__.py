@@ -132,7 +132,7 @@ ZOO: dict[str, ZooModel] = {
             "first 7,400 training steps, each channel's mean was erased and samples took random hues.",
             "GuidedUNet", {"image_size": 64, "model_channels": 32, "channel_mult": (1, 2, 4, 4), "num_res_blocks": 1,
                            "attention_resolutions": (16, 8), "num_heads": 4, "norm_groups": 8},
-            image_size=64, steps=30_000, batch_size=32, lr=2e-4, weight_decay=0.0, train_size=100_000,
+            image_size=64, steps=6_000, batch_size=32, lr=2e-4, weight_decay=0.0, train_size=100_000,
             diffusion={"num_timesteps": 500, "schedule": "linear", "variance": "learned_range"}, ema=0.999,
             lr_schedule="constant", cpu_bf16=True, evaluation={"respacing": 50}, storage="int8",
         ),
