@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,9 +13,9 @@ from cfbench.errors import CfbenchError
 from cfbench.record import read_png
 from cfbench.zoo.train import TrainingState, checkpoint_path, record_throughput, remeasure, train
 from cfbench.zoo.weights import load_weights
+from tests.conftest import REPO
 
 CPU = torch.device("cpu")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_recipe(name: str, monkeypatch: pytest.MonkeyPatch, tmp_path, **changes) -> None:
@@ -181,7 +180,7 @@ def test_ddpm_recipe_was_measured_to_train_within_the_cpu_budget():
     model it gives keeps ≥ 97% of the explained classifier's decisions and of the oracle's
     under DiME's and ACE's null edits (256 images), with the null edits' FID at most 2× the
     real-vs-real floor."""
-    record = json.loads((ROOT / "benchmarks/results/synthfaces-ddpm-recipe.json").read_text())
+    record = json.loads((REPO / "benchmarks/results/synthfaces-ddpm-recipe.json").read_text())
     assert record["steps"] == zoo.ZOO["synthfaces-ddpm"].steps and record["machine"].startswith("cpu, 2 threads")
     assert record["train_seconds"] + record["render_seconds"] <= 4 * 3600
     for method, figures in record["null_edit"].items():
