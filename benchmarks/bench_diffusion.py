@@ -31,6 +31,7 @@ import torch
 from cfbench.diffusion.diffae import CELEBA_128 as DIFFAE_CELEBA_128
 from cfbench.diffusion.diffae import DiffAE
 from cfbench.diffusion.unet import CELEBA_128, CELEBAHQ_256, UNet
+from cfbench.environment import device_name
 from cfbench.zoo import ZOO
 from cfbench.zoo.train import record_throughput
 
@@ -106,8 +107,8 @@ def main() -> None:
     ap.add_argument("--train", action="store_true", help="time training steps instead of forward passes")
     ap.add_argument("--card", action="store_true", help="store the zoo backbones' rows in their model cards")
     args = ap.parse_args()
-    machine = (f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-               f"{torch.get_num_threads()} threads" + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))  # fmt: skip
+    machine = (f"torch {torch.__version__}, {platform.machine()}, {device_name(torch.device('cpu'))}"
+               + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))  # fmt: skip
     print(f"# {machine}")
     print(f"{'backbone':<28} {'device':<6} {'dtype':<5} {'batch':>5} {'steps/s' if args.train else 'evals/s':>9} "
           f"{'images/s':>9}")  # fmt: skip

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from cfbench.environment import device_name
 from cfbench.method import COUNTERS
 from cfbench.runner import Run, RunSpec
 
@@ -100,8 +100,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--record", type=Path, default=None, help="also write the rows to this JSON file")
     args = parser.parse_args()
-    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or 'cpu'}, " \
-        f"{torch.get_num_threads()} threads"  # fmt: skip
+    where = device_name(torch.device(args.device))
     print(f"# {args.method} ({args.profile or 'default profile'}) on {args.dataset}/{args.attr}, n={args.n}, {where}")
     print(f"{'batch':>5} {'cf/s':>8} {'FR %':>6} " + " ".join(f"{name:>20}" for name in COUNTERS) + f" {'peak MiB':>9}")
     rows = []

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from cfbench.diffusion.backbones import BACKBONES, Backbone
 from cfbench.diffusion.latent import LatentBackbone, PublishedFirstStage
 from cfbench.diffusion.ldm import MINI_SD, build_unet_and_first_stage
 from cfbench.diffusion.spaces import PixelSpace
+from cfbench.environment import device_name
 from cfbench.diffusion.unet import CELEBA_128, UNet
 from cfbench.handles import WhiteBoxClassifier
 from cfbench.randomness import SampleRNG
@@ -137,7 +137,7 @@ def main() -> None:
             row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         rows.append(row)
         print(json.dumps(row))
-    machine = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    machine = device_name(device)
     found = {"method": args.method, "tiny": args.tiny, "device": args.device, "machine": machine,
              "torch": torch.__version__, "command": "python benchmarks/bench_paper_settings.py " + " ".join(
                  f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"

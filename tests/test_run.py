@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cfbench.environment import cpu_name
 from cfbench.record import png_bytes, quantize, read_png
 from tests.conftest import PGD_SETS, invoke, mtimes, only_run_dir, run_subprocess, snapshot, toy_run
 from tests.fixtures.toy import MeanIntensity, ToySplit
@@ -162,6 +163,11 @@ def test_run_record_contents(workdir):
     assert env["packages"]["torch"] == torch.__version__.split("+")[0] or env["packages"]["torch"] == torch.__version__
     assert env["packages"]["cfbench"] and env["packages"]["numpy"] == np.__version__
     assert {"python", "platform", "device_name"} <= set(env) and env["threads"] == torch.get_num_threads()
+    assert env["device_name"] == cpu_name()  # the processor's model, which sets its speed
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+              if line.startswith("model name")] if cpuinfo.exists() else []  # fmt: skip
+    assert cpu_name() == (models[0] if models else cpu_name())
 
     # the first N of the evaluation split, in order; target = 1 - prediction
     table = pd.read_csv(run_dir / "samples.csv", dtype={"id": str})

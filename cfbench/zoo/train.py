@@ -22,6 +22,7 @@ from tqdm import tqdm
 from cfbench.datasets.synthfaces import spec
 from cfbench.diffusion.gaussian import GaussianDiffusion
 from cfbench.diffusion.latent import UNKNOWN
+from cfbench.environment import device_name
 from cfbench.errors import CfbenchError
 from cfbench.files import atomic_write_bytes, atomic_write_text
 from cfbench.losses import synthfaces_vgg_lpips
@@ -313,6 +314,25 @@ def first_stage(entry: ZooModel, weights_dir: Path, device: torch.device) -> nn.
     return load_weights(stage.build(), weights_dir / f"{stage.name}.safetensors", stage.name).eval().to(device)
 
 
+def recipe_loss(entry: ZooModel, device: torch.device, weights_dir: Path = WEIGHTS_DIR) -> Loss:
+    """The objective a zoo recipe trains with (a latent model's first stage is read from
+    ``weights_dir``)."""
+    if entry.kind in ("ddpm", "diffae"):
+        return diffusion_loss(entry.process(), autoencoder=entry.kind == "diffae")
+    if entry.kind == "autoencoder":
+        return autoencoder_loss(synthfaces_vgg_lpips().to(device))
+    if entry.kind == "ldm":
+        return latent_diffusion_loss(entry.process(), first_stage(entry, weights_dir, device))
+    return {
+        "classifier": multilabel_loss(list(range(len(spec.ATTRIBUTES)))),
+        "oracle": multilabel_loss(list(range(len(spec.ATTRIBUTES)))),
+        "perceptual": multilabel_loss(list(range(len(spec.ATTRIBUTES)))),
+        "shortcut": multilabel_loss([spec.INDEX["Smiling"]]),
+        "identity": identity_loss,
+        "simsiam": simsiam_loss,
+    }[entry.kind]
+
+
 def initial_weights(name: str, init: str) -> Path:
     """The weights a warm start begins from: ``shipped`` (the package's) or a file."""
     return WEIGHTS_DIR / f"{name}.safetensors" if init == "shipped" else Path(init)
@@ -343,21 +363,7 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
             old = json.loads(card.read_text())
             previous = {k: v for k, v in old["training"].items() if k != "loss_history"} | {"command": old["command"]}
     model = model.to(device).to(memory_format=torch.channels_last)
-    if entry.kind in ("ddpm", "diffae"):
-        loss = diffusion_loss(entry.process(), autoencoder=entry.kind == "diffae")
-    elif entry.kind == "autoencoder":
-        loss = autoencoder_loss(synthfaces_vgg_lpips().to(device))
-    elif entry.kind == "ldm":
-        loss = latent_diffusion_loss(entry.process(), first_stage(entry, out_dir, device))
-    else:
-        loss = {
-            "classifier": multilabel_loss(list(range(len(spec.ATTRIBUTES)))),
-            "oracle": multilabel_loss(list(range(len(spec.ATTRIBUTES)))),
-            "perceptual": multilabel_loss(list(range(len(spec.ATTRIBUTES)))),
-            "shortcut": multilabel_loss([spec.INDEX["Smiling"]]),
-            "identity": identity_loss,
-            "simsiam": simsiam_loss,
-        }[entry.kind]
+    loss = recipe_loss(entry, device, out_dir)
     state = TrainingState(checkpoint_path(name), entry, steps, train_size, seed, init_digest)
     model, history, train_seconds = fit(model, loss, data, entry, steps, device, state, resume)
     if entry.kind == "autoencoder":
@@ -384,7 +390,7 @@ def train(name: str, device: torch.device, steps: int | None, train_size: int | 
             "lr": entry.lr,
             "seed": seed,
             "init": {"weights": init, "sha256": init_digest, "previous": previous} if init else None,
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "device": device_name(device),
             "render_seconds": round(render_seconds, 1),
             "train_seconds": round(train_seconds, 1),
             "loss_history": [round(v, 5) for v in history],
