@@ -188,3 +188,17 @@ def test_ddpm_recipe_was_measured_to_train_within_the_cpu_budget():
                 figures["oracle_pairs_kept"]]
         assert min(kept) >= 97.0, (method, kept)
         assert figures["fid"]["null_vs_originals"] <= 2 * figures["fid"]["floor"], method
+
+
+def test_the_shortcut_figure_on_512_images_extends_the_published_row():
+    """`benchmarks/results/dime-shortcut-smile-n512.json` repeats the published shortcut row
+    on the first 256 images and gives images 257–512 as the difference of the two runs."""
+    record = json.loads((REPO / "benchmarks/results/dime-shortcut-smile-n512.json").read_text())
+    published = json.loads((REPO / record["first_256_published"]["run"] / "metrics.json").read_text())
+    first, both = published["shortcut_changed"], record["n512"]["shortcut_changed"]
+    assert record["first_256_published"]["shortcut_changed"]["value"] == round(first["value"], 2)
+    assert record["n512"]["fr"]["n"] == 512 and both["n"] > first["n"]
+    rest = record["images_257_to_512"]["shortcut_changed"]
+    assert rest["successes"] == both["n"] - first["n"]
+    assert rest["changed"] == round(both["value"] * both["n"] / 100) - round(first["value"] * first["n"] / 100)
+    assert rest["value"] == round(100 * rest["changed"] / rest["successes"], 2)
