@@ -36,8 +36,8 @@ from cfbench.diffusion.backbones import BACKBONES, Backbone
 from cfbench.diffusion.latent import LatentBackbone, PublishedFirstStage
 from cfbench.diffusion.ldm import MINI_SD, build_unet_and_first_stage
 from cfbench.diffusion.spaces import PixelSpace
-from cfbench.environment import device_name
 from cfbench.diffusion.unet import CELEBA_128, UNet
+from cfbench.environment import device_name
 from cfbench.handles import WhiteBoxClassifier
 from cfbench.randomness import SampleRNG
 from cfbench.weights import state_digest

@@ -8,9 +8,9 @@ model (``cfbench zoo train``'s card) is not included.
     PYTHONPATH=. python benchmarks/zoo_budget.py                          # every zoo model
     PYTHONPATH=. python benchmarks/zoo_budget.py --models synthfaces-ddpm --seconds 60
 
-Writes ``benchmarks/results/zoo-budget-<cpu>.json`` (one file per processor model and
-thread count); ``tests/test_zoo_budget.py`` holds every recipe to the 4-hour budget on
-every machine recorded.
+Writes ``benchmarks/results/zoo-budget-<processor>-<threads>t.json`` (one file per
+processor model and thread count); ``tests/test_zoo_budget.py`` holds every recipe to
+the 4-hour budget on every machine recorded.
 """
 from __future__ import annotations
 
@@ -51,7 +51,6 @@ def step_seconds(name: str, data, device: torch.device, seconds: float, warmup: 
     loss = recipe_loss(entry, device)
     with tempfile.TemporaryDirectory() as tmp:
         state = TrainingState(Path(tmp) / "state.pt", entry, warmup, len(data.images), 0)
-        model.train()
         fit(model, loss, data, entry, warmup, device, state)  # first steps (and a latent model's encoding)
         began = time.perf_counter()
         fit(model, loss, data, entry, warmup, device, state)
