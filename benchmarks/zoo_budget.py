@@ -29,7 +29,7 @@ from cfbench.environment import cpu_name, device_name
 from cfbench.files import atomic_write_text
 from cfbench.zoo import ZOO
 from cfbench.zoo.data import render_set
-from cfbench.zoo.train import TrainingState, first_stage, fit, recipe_loss
+from cfbench.zoo.train import TrainingState, first_stage, fit, lineage, recipe_loss
 from cfbench.zoo.weights import WEIGHTS_DIR
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -86,10 +86,9 @@ def latent_seconds_per_image(name: str, data, device: torch.device) -> float:
 
 def card_training(name: str) -> dict:
     """The shipped weights' training, each stage of its lineage (steps, seconds, device)."""
-    stages, training = [], ZOO[name].card()["training"]
-    while training:
-        stages.append({k: training.get(k) for k in ("steps", "train_seconds", "device")})
-        training = (training.get("init") or {}).get("previous")
+    training = ZOO[name].card()["training"]
+    stages = [{k: stage.get(k) for k in ("steps", "train_seconds", "device")}
+              for stage in [training, *lineage(training)]]
     return {"stages": stages, "train_seconds": round(sum(s["train_seconds"] or 0 for s in stages), 1)}
 
 
@@ -114,12 +113,13 @@ def main() -> None:
             sets[entry.image_size] = render_cost(entry.image_size, args.render)
         data, render_fixed, render_per_image = sets[entry.image_size]
         prepare_per_image = render_per_image + (latent_seconds_per_image(name, data, device) if entry.kind == "ldm" else 0)
+        prepare = render_fixed + entry.train_size * prepare_per_image
         per_step, timed = step_seconds(name, data, device, args.seconds, args.warmup)
-        total = entry.steps * per_step + render_fixed + entry.train_size * prepare_per_image
+        total = entry.steps * per_step + prepare
         rows[name] = {
             "kind": entry.kind, "steps": entry.steps, "batch_size": entry.batch_size, "train_size": entry.train_size,
             "steps_timed": timed, "seconds_per_step": round(per_step, 4),
-            "prepare_seconds": round(render_fixed + entry.train_size * prepare_per_image, 1),
+            "prepare_seconds": round(prepare, 1),
             "projected_hours": round(total / 3600, 3), "shipped_weights": card_training(name), "command": command,
         }  # fmt: skip
         print(f"{name:<28} {per_step:7.3f} s/step × {entry.steps:>6} + {rows[name]['prepare_seconds']:7.1f} s "

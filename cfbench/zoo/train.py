@@ -558,10 +558,10 @@ def _storage_text(record: dict) -> str:
     return storage["format"] + (f" (relative output error against the trained fp32 weights {error})" if error else "")
 
 
-def _lineage(training: dict) -> list[dict]:
+def lineage(training: dict) -> list[dict]:
     """The trainings a warm start continued, most recent first."""
     previous = (training.get("init") or {}).get("previous")
-    return [previous, *_lineage(previous)] if previous else []
+    return [previous, *lineage(previous)] if previous else []
 
 
 def model_card(entry: ZooModel, record: dict, picture: bool = False) -> str:
@@ -580,7 +580,7 @@ def model_card(entry: ZooModel, record: dict, picture: bool = False) -> str:
         + (f", rendering {t['render_seconds']} s)" if t.get("render_seconds") is not None else ")")
         + (f", warm-started from the {t['init']['weights']} weights (sha256 {t['init']['sha256'][:12]}…)"
            if t.get("init") else "") + ".",
-        *([f"- Before that: `{p['command']}` on {p['device']} ({p['train_seconds']} s)" for p in _lineage(t)]),
+        *([f"- Before that: `{p['command']}` on {p['device']} ({p['train_seconds']} s)" for p in lineage(t)]),
         f"- Command: `{record['command']}`"
         + (f"; measured again with `{record['measure_command']}`" if "measure_command" in record else ""),
         "",
