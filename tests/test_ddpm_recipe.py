@@ -1,0 +1,41 @@
+"""`benchmarks/ddpm_recipe.py` measures a DDPM as the shipped weights were measured: given
+the shipped weights themselves, its DiME runs repeat the published rows on their first
+images, and its bars are read off its own figures and the weights' whole training."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+
+from tests.conftest import REPO, subprocess_env
+
+
+def test_the_benchmark_on_the_shipped_weights_repeats_the_published_rows(tmp_path):
+    record_path, work = tmp_path / "record.json", tmp_path / "work"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/ddpm_recipe.py", "--weights", "cfbench/zoo/weights", "--n", "2",
+         "--n-shortcut", "4", "--work", str(work), "--record", str(record_path)],
+        cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads(record_path.read_text())
+
+    for ours, published in ((work / "dime-smile", record["dime_smile"]["shipped_weights"]["row"]),
+                            (work / "dime-shortcut", record["dime_shortcut"]["first_2"]["shipped_weights"]["row"])):
+        mine, theirs = (pd.read_csv(p / "samples.csv").set_index("index") for p in (ours, REPO / published))
+        theirs = theirs.loc[mine.index]
+        for column in ("pred", "cf_pred", "success", "null_pred"):
+            assert (mine[column] == theirs[column]).all(), (published, column)
+        assert (mine["cf_logit"] - theirs["cf_logit"]).abs().max() < 0.05, published
+    assert record["dime_shortcut"]["first_4"]["recipe_model"]["fr"]["n"] == 4  # the run resumed to 4 images
+
+    bars, smile = record["bars"], record["dime_smile"]["recipe_model"]
+    assert bars["fr_minus_fr_null"] == round(smile["fr"]["value"] - smile["fr_null"]["value"], 2)
+    assert bars["shortcut_changed"] == record["dime_shortcut"]["first_2"]["recipe_model"]["shortcut_changed"]["value"]
+    assert bars["null_edit_met"] == all(b["kept_met"] and b["fid_met"] for b in
+                                        (m["bars"] for m in record["null_edit"].values()))  # fmt: skip
+    # the shipped weights continued an earlier training: every stage counts against the budget
+    assert len(record["stages"]) > 1 and record["steps"] == sum(s["steps"] for s in record["stages"])
+    assert bars["hours"] > 4 and not bars["hours_met"]
