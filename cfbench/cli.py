@@ -155,7 +155,6 @@ def run(method, dataset, attr, classifier, classifier_opts, data_root, n, split,
     refresh the local leaderboards (the published ones change only by `cfbench leaderboard`)."""
     if data_root is not None:  # the environment, so that a metric that rebuilds the dataset (CD) finds it too
         os.environ["CFBENCH_DATA"] = str(data_root.expanduser().resolve())
-    from cfbench.leaderboard import build_leaderboards
     from cfbench.runner import Run, RunSpec
 
     seed_list = _parse_seeds(seeds) if seeds else [seed]
@@ -174,6 +173,14 @@ def run(method, dataset, attr, classifier, classifier_opts, data_root, n, split,
     if len(jobs) > 1:  # every seed's counterfactuals first, so that each run's σL compares them all
         for job in jobs:
             job.execute(evaluate=False)
+    _execute(jobs, out, runs_root, leaderboards, published)
+
+
+def _execute(jobs: list, out: Path | None, runs_root: Path, leaderboards: Path | None, published: Path) -> None:
+    """Run each job, print its metrics and refresh the local leaderboards when the runs
+    are under ``runs_root``."""
+    from cfbench.leaderboard import build_leaderboards
+
     results = [job.execute() for job in jobs]
     for job, metrics in zip(jobs, results):
         click.echo(f"run {job.run_id}: {job.record.path}")
@@ -182,6 +189,38 @@ def run(method, dataset, attr, classifier, classifier_opts, data_root, n, split,
             click.echo(f"  {name:<{width}} {metric_line(result)}")
     if out is None or out.is_relative_to(runs_root):
         build_leaderboards([runs_root, published], leaderboards or runs_root / "leaderboards")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--n", "n", default=None, type=int, help="first N images  [default: the recorded run's]")
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="the dataset's folder, or the folder holding celeba/ and celebahq/ (default: $CFBENCH_DATA)")
+@click.option("--batch-size", default=8, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="change a recorded setting (e.g. weights_path=FILE: the same run on other weights)")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="run directory (default: under --runs)")
+@click.option("--runs", "runs_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+@click.option("--leaderboards", type=click.Path(path_type=Path), default=None,
+              help="where to refresh the local leaderboards after the run  [default: <runs>/leaderboards]")
+@click.option("--published", type=click.Path(path_type=Path), default=PUBLISHED_RUNS, show_default=True,
+              help="published run records shown beside yours in the local leaderboards (skipped when absent)")
+@click.option("--no-progress", is_flag=True, help="hide the progress bar")
+@one_line_errors
+def rerun(run_dir, n, data_root, batch_size, device, sets, out, runs_root, leaderboards, published,
+          no_progress) -> None:  # fmt: skip
+    """Make a recorded run again (a published row, e.g. leaderboards/runs/synthfaces_smile/<run
+    id>): the method, settings, classifier, seed, images, protocol, extra metrics and
+    evaluation networks of its run.json, so that it gets the same run id."""
+    if data_root is not None:
+        os.environ["CFBENCH_DATA"] = str(data_root.expanduser().resolve())
+    from cfbench.runner import Run, recorded_spec
+
+    changes = {"n": n} if n is not None else {}
+    spec = recorded_spec(run_dir, _parse_pairs(sets), batch_size=batch_size, device=device, out=out,
+                         runs_root=runs_root, progress=not no_progress, **changes)  # fmt: skip
+    _execute([Run(spec)], out, runs_root, leaderboards, published)
 
 
 def metric_line(result: dict) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,55 @@ TARGETS = {
     "prediction": "the opposite of the classifier's prediction (DiME §4; every method here)",
     "label": "the opposite of the ground-truth label (the official LDCE code, `sampling_helpers.py`)",
 }
+
+
+def _setting(value: Any) -> str:
+    """A recorded setting as ``--set`` writes it."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def recorded_spec(run_dir: Path, overrides: dict[str, str] | None = None, **changes: Any) -> RunSpec:
+    """The `RunSpec` of the run recorded in ``run_dir``: its method, dataset, query,
+    classifier, seed, profile, every setting, target, split, n, protocol, the metrics it
+    computed beyond the protocol's and its evaluation networks, so that the run made again
+    has the same identity (and run id). ``overrides`` change settings; ``changes`` replace
+    other fields (n, batch size, device, out, …)."""
+    path = Path(run_dir) / "run.json"
+    try:
+        info = json.loads(path.read_text())
+        identity, protocol, n = info["identity"], info["protocol"], info["n"]
+        method, config = identity["method"], dict(identity["config"])
+        recorded = dict(dataset=identity["dataset"], attr=info.get("attr") or identity["attribute"],
+                        classifier=identity["classifier"], seed=identity["seed"], profile=identity["profile"])
+    except FileNotFoundError:
+        raise CfbenchError(f"{run_dir}: no run.json there; name a run directory, e.g. "
+                           "leaderboards/runs/synthfaces_smile/<run id>.") from None  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CfbenchError(f"{path}: not a finished run record (its identity, protocol or n is missing or "
+                           "unreadable).") from None  # fmt: skip
+    if "dataset_source" in identity:
+        raise CfbenchError(f"{run_dir} explained an image folder ({identity['dataset_source']}); run it again with "
+                           "cfbench run --dataset imagefolder:PATH.")  # fmt: skip
+    gone = sorted(config.keys() - {f.name for f in fields(METHODS.get(method).Config)})
+    if gone:
+        raise CfbenchError(f"{run_dir} has settings this version of {method} no longer has "
+                           f"({', '.join(gone)}); it cannot be made again as recorded.")  # fmt: skip
+    try:
+        computed = json.loads((Path(run_dir) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        computed = {}
+    extra = tuple(m for m in computed if m not in protocol_metrics(protocol) and m in METRICS)
+    networks = {role: name for role, _, name in (key.partition(" ") for key in info.get("weights", {})) if role in ROLES}
+    return replace(RunSpec(
+        method=method, **recorded, n=n,
+        overrides={**{k: _setting(v) for k, v in config.items()}, **(overrides or {})}, protocol=protocol,
+        extra_metrics=extra, networks=networks, target=identity.get("target", "prediction"),
+        split=identity.get("split"),
+    ), **changes)  # fmt: skip
 
 
 def pick_device(name: str) -> torch.device:
