@@ -113,6 +113,23 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def _run_output(command):
+    """The options of `run` and `rerun` that say where a run is written and shown."""
+    options = [
+        click.option("--out", type=click.Path(path_type=Path), default=None,
+                     help="run directory (default: under --runs)"),
+        click.option("--runs", "runs_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True),
+        click.option("--leaderboards", type=click.Path(path_type=Path), default=None,
+                     help="where to refresh the local leaderboards after the run  [default: <runs>/leaderboards]"),
+        click.option("--published", type=click.Path(path_type=Path), default=PUBLISHED_RUNS, show_default=True,
+                     help="published run records shown beside yours in the local leaderboards (skipped when absent)"),
+        click.option("--no-progress", is_flag=True, help="hide the progress bar"),
+    ]  # fmt: skip
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.option("--method", required=True, help="method plugin, see `cfbench list methods`")
 @click.option("--dataset", default="synthfaces", show_default=True,
@@ -137,17 +154,11 @@ def _parse_seeds(text: str) -> list[int]:
               help="the class asked for: the opposite of the classifier's prediction, or of the label (`label`, "
               "as the official LDCE code)")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a method hyperparameter")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="run directory (default: under --runs)")
-@click.option("--runs", "runs_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 @click.option("--protocol", default=None, help="evaluation protocol (default: the dataset's, cfbench-v3 on synthfaces)")
 @click.option("--metric", "extra_metrics", multiple=True, metavar="NAME", help="a metric to compute besides the protocol's")
 @click.option("--network", "networks", multiple=True, metavar="ROLE=NAME",
               help="evaluation network for a metric role (oracle, identity, simsiam, features, perceptual)")
-@click.option("--leaderboards", type=click.Path(path_type=Path), default=None,
-              help="where to refresh the local leaderboards after the run  [default: <runs>/leaderboards]")
-@click.option("--published", type=click.Path(path_type=Path), default=PUBLISHED_RUNS, show_default=True,
-              help="published run records shown beside yours in the local leaderboards (skipped when absent)")
-@click.option("--no-progress", is_flag=True, help="hide the progress bar")
+@_run_output
 @one_line_errors
 def run(method, dataset, attr, classifier, classifier_opts, data_root, n, split, batch_size, seed, seeds, device,
         profile, target, sets, out, runs_root, protocol, extra_metrics, networks, leaderboards, published, no_progress) -> None:  # fmt: skip
@@ -200,13 +211,7 @@ def _execute(jobs: list, out: Path | None, runs_root: Path, leaderboards: Path |
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="change a recorded setting (e.g. weights_path=FILE: the same run on other weights)")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="run directory (default: under --runs)")
-@click.option("--runs", "runs_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
-@click.option("--leaderboards", type=click.Path(path_type=Path), default=None,
-              help="where to refresh the local leaderboards after the run  [default: <runs>/leaderboards]")
-@click.option("--published", type=click.Path(path_type=Path), default=PUBLISHED_RUNS, show_default=True,
-              help="published run records shown beside yours in the local leaderboards (skipped when absent)")
-@click.option("--no-progress", is_flag=True, help="hide the progress bar")
+@_run_output
 @one_line_errors
 def rerun(run_dir, n, data_root, batch_size, device, sets, out, runs_root, leaderboards, published,
           no_progress) -> None:  # fmt: skip

@@ -111,7 +111,8 @@ def recorded_spec(run_dir: Path, overrides: dict[str, str] | None = None, **chan
     except (OSError, ValueError):
         computed = {}
     extra = tuple(m for m in computed if m not in protocol_metrics(protocol) and m in METRICS)
-    networks = {role: name for role, _, name in (key.partition(" ") for key in info.get("weights", {})) if role in ROLES}
+    recorded_networks = (key.partition(" ") for key in info.get("weights", {}))  # "oracle synthfaces-oracle"
+    networks = {role: name for role, _, name in recorded_networks if role in ROLES}
     return replace(RunSpec(
         method=method, **recorded, n=n,
         overrides={**{k: _setting(v) for k, v in config.items()}, **(overrides or {})}, protocol=protocol,
