@@ -14,7 +14,9 @@ rows with the same settings (``leaderboards/runs``), the null-edit records and
 each null edit keeps ≥ 97% of the classifiers' decisions and of the oracle's, its FID at
 most 2× the real-vs-real floor; DiME's smile FR − fr_null ≥ 80 points; on the shortcut
 classifier, ≥ 90% of DiME's successes change Rosy_Cheeks (the published row's images).
-Writes ``benchmarks/results/synthfaces-ddpm-recipe.json`` (or ``--record``).
+With ``--shipped-run`` (the shipped weights' run of the shortcut row, its images kept),
+the two models' Rosy_Cheeks changes are also compared image by image where both succeed
+(McNemar's exact test). Writes ``benchmarks/results/synthfaces-ddpm-recipe.json`` (or ``--record``).
 """
 from __future__ import annotations
 
@@ -27,6 +29,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pandas as pd
+import torch
+from scipy.stats import binomtest
+
+from cfbench.classifiers import load_classifier
+from cfbench.oracles import load_network
+from cfbench.record import RunRecord
 from cfbench.zoo.train import lineage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,6 +91,31 @@ def published_row(info: dict) -> tuple[str, dict]:
     sys.exit(f"ddpm_recipe: no published row has the settings of {info['run_id']}")
 
 
+def shortcut_changes(run: Path, n: int) -> pd.Series:
+    """Whether the oracle's decision on the classifier's shortcut changed, for each
+    successful counterfactual among the first ``n`` images of ``run`` (images kept), by index."""
+    record = RunRecord(run)
+    table = record.read_table()
+    table = table[(table["index"] < n) & table["success"].astype(bool)]
+    oracle = load_network("oracle", "synthfaces")
+    a = list(oracle.attributes).index(load_classifier("synthfaces-shortcut-smile", "Smiling").shortcut)
+    with torch.no_grad():
+        before, after = (oracle.module(torch.stack([record.load_image(folder, i) for i in table["id"]]))[:, a] > 0
+                         for folder in ("originals", "counterfactuals"))  # fmt: skip
+    return pd.Series((before != after).numpy(), index=table["index"].to_numpy())
+
+
+def paired(recipe: pd.Series, shipped: pd.Series) -> dict:
+    """The two models' shortcut changes on the images where both succeed."""
+    both = recipe.index.intersection(shipped.index)
+    r, s = recipe[both], shipped[both]
+    only_recipe, only_shipped = int((r & ~s).sum()), int((~r & s).sum())
+    return {"images": len(both), "both_changed": int((r & s).sum()), "only_recipe_model": only_recipe,
+            "only_shipped_weights": only_shipped, "neither": int((~r & ~s).sum()),
+            "mcnemar_exact_p": binomtest(only_recipe, only_recipe + only_shipped).pvalue
+            if only_recipe + only_shipped else 1.0}  # fmt: skip
+
+
 def null_bars(record: dict) -> dict:
     f = record["figures"]
     kept = min(f["classifier_kept_smile"]["value"], f["classifier_kept_age"]["value"], f["oracle_pairs_kept"])
@@ -98,6 +132,8 @@ def main() -> None:
     parser.add_argument("--n-shortcut", type=int, default=512)
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temporary one; "
                         "an existing one resumes them)")  # fmt: skip
+    parser.add_argument("--shipped-run", type=Path, default=None, help="the shipped weights' run of the shortcut "
+                        "row over --n-shortcut images, its images kept, to pair with")  # fmt: skip
     parser.add_argument("--record", type=Path, default=RESULTS / f"{NAME}-recipe.json")
     args = parser.parse_args()
     weights, card_path = (args.weights / f"{NAME}{ext}" for ext in (".safetensors", ".json"))
@@ -112,6 +148,8 @@ def main() -> None:
         smile, smile_info = dime_row("synthfaces-densenet", args.n, weights.resolve(), work / "dime-smile")
         first, shortcut_info = dime_row("synthfaces-shortcut-smile", args.n, weights.resolve(), work / "dime-shortcut")
         both, _ = dime_row("synthfaces-shortcut-smile", args.n_shortcut, weights.resolve(), work / "dime-shortcut")
+        pairs = (paired(shortcut_changes(work / "dime-shortcut", args.n_shortcut),
+                        shortcut_changes(args.shipped_run, args.n_shortcut)) if args.shipped_run else None)  # fmt: skip
     smile_row, shipped_smile = published_row(smile_info)
     shortcut_row, shipped_first = published_row(shortcut_info)
     shipped_both = json.loads((RESULTS / "dime-shortcut-smile-n512.json").read_text())["n512"]
@@ -134,6 +172,7 @@ def main() -> None:
             f"first_{args.n}": {"recipe_model": figures(first),
                                 "shipped_weights": {"row": shortcut_row, **figures(shipped_first)}},
             f"first_{args.n_shortcut}": {"recipe_model": figures(both), "shipped_weights": shipped_both},
+            **({"paired": {"shipped_run": str(args.shipped_run), **pairs}} if pairs else {}),
         },
         "bars": {
             "hours": round(hours, 2), "hours_met": hours <= BUDGET_HOURS,

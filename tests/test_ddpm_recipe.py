@@ -1,6 +1,7 @@
 """`benchmarks/ddpm_recipe.py` measures a DDPM as the shipped weights were measured: given
 the shipped weights themselves, its DiME runs repeat the published rows on their first
-images, and its bars are read off its own figures and the weights' whole training."""
+images, its image-by-image shortcut changes agree with the metric, and its bars are read
+off its own figures and the weights' whole training."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,8 @@ def test_the_benchmark_on_the_shipped_weights_repeats_the_published_rows(tmp_pat
     record_path, work = tmp_path / "record.json", tmp_path / "work"
     done = subprocess.run(
         [sys.executable, "benchmarks/ddpm_recipe.py", "--weights", "cfbench/zoo/weights", "--n", "2",
-         "--n-shortcut", "4", "--work", str(work), "--record", str(record_path)],
+         "--n-shortcut", "4", "--work", str(work), "--record", str(record_path),
+         "--shipped-run", str(work / "dime-shortcut")],  # paired with itself
         cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -29,7 +31,12 @@ def test_the_benchmark_on_the_shipped_weights_repeats_the_published_rows(tmp_pat
         for column in ("pred", "cf_pred", "success", "null_pred"):
             assert (mine[column] == theirs[column]).all(), (published, column)
         assert (mine["cf_logit"] - theirs["cf_logit"]).abs().max() < 0.05, published
-    assert record["dime_shortcut"]["first_4"]["recipe_model"]["fr"]["n"] == 4  # the run resumed to 4 images
+    four = record["dime_shortcut"]["first_4"]["recipe_model"]
+    assert four["fr"]["n"] == 4  # the run resumed to 4 images
+    pairs = record["dime_shortcut"]["paired"]  # the image-by-image changes agree with the metric's
+    assert pairs["images"] == four["shortcut_changed"]["n"] and pairs["mcnemar_exact_p"] == 1.0
+    assert pairs["only_recipe_model"] == pairs["only_shipped_weights"] == 0
+    assert round(100 * pairs["both_changed"] / pairs["images"], 2) == four["shortcut_changed"]["value"]
 
     bars, smile = record["bars"], record["dime_smile"]["recipe_model"]
     assert bars["fr_minus_fr_null"] == round(smile["fr"]["value"] - smile["fr_null"]["value"], 2)
