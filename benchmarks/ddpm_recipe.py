@@ -34,6 +34,7 @@ import torch
 from scipy.stats import binomtest
 
 from cfbench.classifiers import load_classifier
+from cfbench.environment import device_name
 from cfbench.oracles import load_network
 from cfbench.record import RunRecord
 from cfbench.zoo.train import lineage
@@ -55,24 +56,26 @@ def call(command: list[str], shown: str) -> None:
         sys.exit(f"ddpm_recipe: `{shown}` failed (exit {done.returncode})")
 
 
-def null_edit(method: str, weights: Path, n: int, folder: Path) -> dict:
+def null_edit(method: str, weights: Path, n: int, device: str, folder: Path) -> dict:
     record = folder / f"null-edit-{method}.json"
-    arguments = ["--method", method, "--profile", "quick", "--n", str(n), "--set", f"weights_path={weights}"]
+    arguments = ["--method", method, "--profile", "quick", "--n", str(n), "--device", device,
+                 "--set", f"weights_path={weights}"]
     shown = "PYTHONPATH=. python benchmarks/null_edit.py " + " ".join(arguments).replace(str(weights), "WEIGHTS")
     call([sys.executable, "benchmarks/null_edit.py", *arguments, "--record", str(record)], shown)
     return {**json.loads(record.read_text()), "command": shown}
 
 
-def dime_row(classifier: str, n: int, weights: Path, out: Path) -> tuple[dict, dict]:
+def dime_row(classifier: str, n: int, weights: Path, device: str, out: Path) -> tuple[dict, dict]:
     """DiME quick on smile with ``classifier`` (run directory ``out``, resumed when it
     exists); returns its metrics and run.json."""
     cfbench = shutil.which("cfbench", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     if cfbench is None:
         sys.exit("ddpm_recipe: the cfbench command is not installed (pip install -e .)")
     arguments = ["run", "--method", "dime", "--profile", "quick", "--dataset", "synthfaces", "--attr", "smile",
-                 "--n", str(n), "--batch-size", "32", "--classifier", classifier, "--set", f"weights_path={weights}",
+                 "--n", str(n), "--batch-size", "32", "--device", device, "--classifier", classifier,
+                 "--set", f"weights_path={weights}",
                  *(["--metric", "shortcut_changed"] if "shortcut" in classifier else [])]  # fmt: skip
-    call([cfbench, *arguments, "--out", str(out), "--no-progress"],
+    call([cfbench, *arguments, "--out", str(out)],
          "cfbench " + " ".join(arguments).replace(str(weights), "WEIGHTS"))
     return json.loads((out / "metrics.json").read_text()), json.loads((out / "run.json").read_text())
 
@@ -129,6 +132,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, required=True, help=f"folder with the trained {NAME}.safetensors "
                         "and its card (.json)")  # fmt: skip
     parser.add_argument("--n", type=int, default=256)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--n-shortcut", type=int, default=512)
     parser.add_argument("--work", type=Path, default=None, help="folder for the runs (default: a temporary one; "
                         "an existing one resumes them)")  # fmt: skip
@@ -139,15 +143,19 @@ def main() -> None:
     weights, card_path = (args.weights / f"{NAME}{ext}" for ext in (".safetensors", ".json"))
     if not weights.is_file() or not card_path.is_file():
         sys.exit(f"ddpm_recipe: {args.weights} holds no {NAME}.safetensors with its card (.json)")
+    if args.shipped_run and not (args.shipped_run / "counterfactuals").is_dir():
+        sys.exit(f"ddpm_recipe: --shipped-run {args.shipped_run} is not a run directory with its images")
     card = json.loads(card_path.read_text())
     stages = [card["training"], *lineage(card["training"])]  # a warm start's earlier trainings count too
     with tempfile.TemporaryDirectory() as temporary:
         work = args.work or Path(temporary)
         work.mkdir(parents=True, exist_ok=True)
-        nulls = {method: null_edit(method, weights.resolve(), args.n, work) for method in ("dime", "ace")}
-        smile, smile_info = dime_row("synthfaces-densenet", args.n, weights.resolve(), work / "dime-smile")
-        first, shortcut_info = dime_row("synthfaces-shortcut-smile", args.n, weights.resolve(), work / "dime-shortcut")
-        both, _ = dime_row("synthfaces-shortcut-smile", args.n_shortcut, weights.resolve(), work / "dime-shortcut")
+        trained = weights.resolve()
+        nulls = {method: null_edit(method, trained, args.n, args.device, work) for method in ("dime", "ace")}
+        smile, smile_info = dime_row("synthfaces-densenet", args.n, trained, args.device, work / "dime-smile")
+        shortcut = ("synthfaces-shortcut-smile", trained, args.device, work / "dime-shortcut")
+        first, shortcut_info = dime_row(shortcut[0], args.n, *shortcut[1:])
+        both, _ = dime_row(shortcut[0], args.n_shortcut, *shortcut[1:])
         pairs = (paired(shortcut_changes(work / "dime-shortcut", args.n_shortcut),
                         shortcut_changes(args.shipped_run, args.n_shortcut)) if args.shipped_run else None)  # fmt: skip
     smile_row, shipped_smile = published_row(smile_info)
@@ -159,6 +167,7 @@ def main() -> None:
         "what": f"{NAME} trained with its recipe, measured as the shipped weights are (null edits, DiME quick rows), "
                 "beside the shipped weights' figures",
         "command": card["command"],
+        "machine": device_name(torch.device(args.device)),
         "stages": [{k: t.get(k) for k in ("steps", "device", "train_seconds", "render_seconds")} for t in stages],
         "steps": sum(t["steps"] for t in stages),
         "storage": card.get("storage"),
