@@ -65,18 +65,22 @@ class MethodConfig:
         return dataclasses.asdict(self)
 
 
+def _scalar(kind: type, text: str) -> Any:
+    if kind is bool:
+        lowered = text.lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError
+        return lowered in ("true", "1", "yes")
+    return kind(text)
+
+
 def _parse(key: str, text: str, current: Any) -> Any:
     kind = type(current)
     try:
-        if kind is bool:
-            lowered = text.lower()
-            if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return lowered in ("true", "1", "yes")
         if kind in (list, tuple):
             item = type(current[0]) if current else str
-            return kind(item(v) for v in text.split(",") if v != "")
-        return kind(text)
+            return kind(_scalar(item, v) for v in text.split(",") if v != "")
+        return _scalar(kind, text)
     except (ValueError, TypeError):  # TypeError: a field whose default (None) gives no type
         raise CfbenchError(f"--set {key}={text}: expected a {kind.__name__}, like {current!r}.") from None
 

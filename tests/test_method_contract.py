@@ -71,6 +71,16 @@ def test_replace_rejects_values_of_the_wrong_type(key, text):
         TypedConfig().replace({key: text})
 
 
+def test_a_list_of_booleans_reads_each_item_as_a_boolean():
+    @dataclass
+    class Switches(MethodConfig):
+        switches: tuple = hparam((True, True), "tests §8")
+
+    assert Switches().replace({"switches": "false,yes,0"}).switches == (False, True, False)
+    with pytest.raises(CfbenchError, match=r"--set switches=true,maybe: expected a tuple"):
+        Switches().replace({"switches": "true,maybe"})
+
+
 def test_replace_rejects_unknown_keys_and_names_the_known_ones():
     with pytest.raises(CfbenchError, match=r"--set colour: TypedConfig has no such key \(keys: count, scale, flag"):
         TypedConfig().replace({"colour": "red"})
