@@ -35,8 +35,10 @@ from scipy.stats import binomtest
 
 from cfbench.classifiers import load_classifier
 from cfbench.environment import device_name
-from cfbench.oracles import load_network
+from cfbench.metrics import METRICS
+from cfbench.metrics.base import EvalData
 from cfbench.record import RunRecord
+from cfbench.runner import Run
 from cfbench.zoo.train import lineage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,17 +97,17 @@ def published_row(info: dict) -> tuple[str, dict]:
 
 
 def shortcut_changes(run: Path, n: int) -> pd.Series:
-    """Whether the oracle's decision on the classifier's shortcut changed, for each
-    successful counterfactual among the first ``n`` images of ``run`` (images kept), by index."""
+    """`shortcut_changed`'s value for each successful counterfactual among the first ``n``
+    images of ``run`` (images kept): did the oracle's decision on the classifier's shortcut
+    change; by image index."""
     record = RunRecord(run)
     table = record.read_table()
-    table = table[(table["index"] < n) & table["success"].astype(bool)]
-    oracle = load_network("oracle", "synthfaces")
-    a = list(oracle.attributes).index(load_classifier("synthfaces-shortcut-smile", "Smiling").shortcut)
-    with torch.no_grad():
-        before, after = (oracle.module(torch.stack([record.load_image(folder, i) for i in table["id"]]))[:, a] > 0
-                         for folder in ("originals", "counterfactuals"))  # fmt: skip
-    return pd.Series((before != after).numpy(), index=table["index"].to_numpy())
+    table = table[table["index"] < n].reset_index(drop=True)
+    metric = METRICS.get("shortcut_changed")()
+    data = EvalData(table=table, load=lambda rows: Run.load_pairs(record, table, rows), attribute="Smiling",
+                    classifier=load_classifier("synthfaces-shortcut-smile", "Smiling"))  # fmt: skip
+    rows = data.rows(metric.subset)
+    return pd.Series(metric.per_sample(data, rows).astype(bool), index=table["index"].iloc[rows].to_numpy())
 
 
 def paired(recipe: pd.Series, shipped: pd.Series) -> dict:

@@ -419,7 +419,7 @@ class Run:
 
     # -- evaluation -------------------------------------------------------------------
     @staticmethod
-    def _load_pairs(record: RunRecord, table: pd.DataFrame, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def load_pairs(record: RunRecord, table: pd.DataFrame, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         ids = table["id"].iloc[rows]
         originals = torch.stack([record.load_image("originals", i) for i in ids])
         counterfactuals = torch.stack([record.load_image("counterfactuals", i) for i in ids])
@@ -428,7 +428,7 @@ class Run:
     def _eval_data(self, record: RunRecord, table: pd.DataFrame, network: torch.nn.Module) -> EvalData:
         return EvalData(
             table=table,
-            load=lambda rows: self._load_pairs(record, table, rows),
+            load=lambda rows: self.load_pairs(record, table, rows),
             classifier=network,
             device=self.device,
             batch_size=self.spec.batch_size,
@@ -467,7 +467,7 @@ class Run:
 
     def _write_grid(self, table: pd.DataFrame) -> None:
         rows = list(range(min(GRID_SAMPLES, len(table))))
-        originals, counterfactuals = self._load_pairs(self.record, table, rows)
+        originals, counterfactuals = self.load_pairs(self.record, table, rows)
         ids = table["id"].iloc[rows]
         masks, pre = (
             torch.stack([self.record.load_image(kind, i) for i in ids])
