@@ -113,6 +113,18 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def _use_data_root(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    if value is not None:  # the environment, so that a metric that rebuilds the dataset (CD) finds it too
+        os.environ["CFBENCH_DATA"] = str(value.expanduser().resolve())
+
+
+_data_root = click.option(
+    "--data-root", type=click.Path(file_okay=False, path_type=Path), default=None, expose_value=False,
+    callback=_use_data_root,
+    help="the dataset's folder, or the folder holding celeba/ and celebahq/ (default: $CFBENCH_DATA)",
+)
+
+
 def _run_output(command):
     """The options of `run` and `rerun` that say where a run is written and shown."""
     options = [
@@ -139,8 +151,7 @@ def _run_output(command):
               "registered name, module:factory, a TorchScript .pt/.ts file or a .yaml/.json classifier file")
 @click.option("--classifier-opt", "classifier_opts", multiple=True, metavar="KEY=VALUE",
               help="what your --classifier expects and returns: range=-1,1, index=I, logits=2, resolution=R")
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="the dataset's folder, or the folder holding celeba/ and celebahq/ (default: $CFBENCH_DATA)")
+@_data_root
 @click.option("--n", "n", default=100, show_default=True, type=int, help="first N images of the evaluation split")
 @click.option("--split", default=None, help="explain the first N images of this split instead (e.g. val, to tune a "
               "method on images the leaderboards do not use)")
@@ -160,12 +171,10 @@ def _run_output(command):
               help="evaluation network for a metric role (oracle, identity, simsiam, features, perceptual)")
 @_run_output
 @one_line_errors
-def run(method, dataset, attr, classifier, classifier_opts, data_root, n, split, batch_size, seed, seeds, device,
+def run(method, dataset, attr, classifier, classifier_opts, n, split, batch_size, seed, seeds, device,
         profile, target, sets, out, runs_root, protocol, extra_metrics, networks, leaderboards, published, no_progress) -> None:  # fmt: skip
     """Generate counterfactuals, compute the metrics and record the run (resumable); then
     refresh the local leaderboards (the published ones change only by `cfbench leaderboard`)."""
-    if data_root is not None:  # the environment, so that a metric that rebuilds the dataset (CD) finds it too
-        os.environ["CFBENCH_DATA"] = str(data_root.expanduser().resolve())
     from cfbench.runner import Run, RunSpec
 
     seed_list = _parse_seeds(seeds) if seeds else [seed]
@@ -205,21 +214,18 @@ def _execute(jobs: list, out: Path | None, runs_root: Path, leaderboards: Path |
 @main.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--n", "n", default=None, type=int, help="first N images  [default: the recorded run's]")
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="the dataset's folder, or the folder holding celeba/ and celebahq/ (default: $CFBENCH_DATA)")
+@_data_root
 @click.option("--batch-size", default=8, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="change a recorded setting (e.g. weights_path=FILE: the same run on other weights)")
 @_run_output
 @one_line_errors
-def rerun(run_dir, n, data_root, batch_size, device, sets, out, runs_root, leaderboards, published,
+def rerun(run_dir, n, batch_size, device, sets, out, runs_root, leaderboards, published,
           no_progress) -> None:  # fmt: skip
     """Make a recorded run again (a published row, e.g. leaderboards/runs/synthfaces_smile/<run
     id>): the method, settings, classifier, seed, images, protocol, extra metrics and
     evaluation networks of its run.json, so that it gets the same run id."""
-    if data_root is not None:
-        os.environ["CFBENCH_DATA"] = str(data_root.expanduser().resolve())
     from cfbench.runner import Run, recorded_spec
 
     changes = {"n": n} if n is not None else {}

@@ -55,3 +55,15 @@ def test_a_record_that_cannot_be_made_again_ends_in_one_line(workdir):
         assert done.returncode == 2, (expected, done.stderr)
         assert expected in assert_one_error_line(done.stderr, done.stdout)
     assert not (workdir / "runs").exists()  # nothing written
+
+
+def test_data_root_reaches_the_dataset_for_run_and_rerun(workdir):
+    info = json.loads((PGD_ROW / "run.json").read_text())
+    celeba = workdir / "celeba-row"
+    celeba.mkdir()
+    (celeba / "run.json").write_text(json.dumps({**info, "identity": {**info["identity"], "dataset": "celeba"}}))
+    (workdir / "nodata").mkdir()
+    for args in (["run", "--method", "pgd", "--dataset", "celeba", "--attr", "smile"], ["rerun", celeba]):
+        done = run_subprocess(*args, "--n", "1", "--data-root", "nodata", "--no-progress", cwd=workdir)
+        assert done.returncode == 2, done.stderr
+        assert f"not found in {workdir / 'nodata' / 'celeba'}" in assert_one_error_line(done.stderr, done.stdout)
